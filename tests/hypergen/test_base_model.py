@@ -93,3 +93,24 @@ def test_gguf_conversion_runs_once_across_processes(tmp_path, monkeypatch):
     assert [p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock")] == [
         folder.name
     ]
+
+
+def test_atomic_dir_restores_the_old_folder_when_publishing_fails(tmp_path, monkeypatch):
+    import os
+
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "v").write_text("old")
+    real_replace = os.replace
+
+    def fail_publish(src, dst):
+        if str(dst) == str(target) and ".tmp-" in str(src):
+            raise OSError("rename failed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_publish)
+    with pytest.raises(OSError, match="rename failed"):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "v").write_text("new")
+    assert (target / "v").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]

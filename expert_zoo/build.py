@@ -1,0 +1,100 @@
+"""Filling a zoo: train, score and add one expert per task, resumably and in shards.
+
+An interrupted build continues where it stopped (experts already in the zoo are skipped); with
+``shard=(i, n)`` several workers fill one zoo, each taking the tasks whose stable hash falls in
+its shard, and the zoo's lock keeps their adds safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
+from expert_zoo.tasks import Task
+from expert_zoo.train import ExpertTrainConfig, train_expert
+from hypergen.base_model import BaseModel
+from hypergen.encoder import TaskEncoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    """What one build run did."""
+
+    added: list[str]
+    skipped: list[str]
+    dropped: list[str]
+    seconds: float
+
+
+def in_shard(task_id: str, shard: tuple[int, int]) -> bool:
+    """Stable assignment of a task to shard ``i`` of ``n`` (same in every process)."""
+    i, n = shard
+    if not 0 <= i < n:
+        raise ValueError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
+    return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % n == i
+
+
+def add_task(
+    zoo: ExpertZoo,
+    base: BaseModel,
+    encoder: TaskEncoder,
+    task: Task,
+    config: ExpertTrainConfig,
+    keep_flagged: bool = True,
+    progress: bool = True,
+) -> ExpertRecord | None:
+    """Train an expert on ``task`` and add it; returns None when it was dropped as flagged."""
+    adapter, metrics = train_expert(base, task, config, progress=progress)
+    record = ExpertRecord(
+        expert_id=expert_id_for(task.task_id),
+        task_id=task.task_id,
+        family=task.family,
+        descriptions=list(task.descriptions),
+        encoder=encoder.name,
+        base_model=base.name,
+        layout=adapter.layout.to_dict(),
+        metrics=metrics,
+        flagged=not metrics["beats_base"],
+    )
+    if record.flagged and not keep_flagged:
+        logger.warning(
+            "dropping %s: gain %.3f does not beat the base model", task.task_id, metrics["gain"]
+        )
+        return None
+    return zoo.add(record, adapter, encoder.encode(list(task.descriptions), truncate=True))
+
+
+def build(
+    zoo: ExpertZoo,
+    base: BaseModel,
+    encoder: TaskEncoder,
+    tasks: Iterable[Task],
+    config: ExpertTrainConfig,
+    shard: tuple[int, int] = (0, 1),
+    keep_flagged: bool = True,
+    progress: bool = True,
+) -> BuildReport:
+    """Add an expert for every task of this shard that the zoo does not have yet."""
+    start, report = time.perf_counter(), BuildReport([], [], [], 0.0)
+    for task in _todo(zoo, tasks, shard, report):
+        record = add_task(zoo, base, encoder, task, config, keep_flagged, progress)
+        (report.added if record else report.dropped).append(task.task_id)
+        logger.info("zoo %s: %d experts (%d added this run)", zoo.root, len(zoo), len(report.added))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _todo(zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport) -> Iterator[Task]:
+    for task in tasks:
+        if not in_shard(task.task_id, shard):
+            continue
+        if expert_id_for(task.task_id) in zoo:
+            report.skipped.append(task.task_id)
+            continue
+        yield task

@@ -1,0 +1,207 @@
+"""``expert-zoo``: build, inspect, search and maintain a zoo of expert LoRAs.
+
+Every command takes ``--zoo PATH`` (default: the zoo shipped with hypergen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from expert_zoo.store import ExpertZoo, ZooError
+
+DEFAULT_ZOO = Path(__file__).resolve().parent / "zoo"
+"""The default zoo shipped in the repository (``expert_zoo/zoo``)."""
+
+
+def _cmd_list(zoo: ExpertZoo, args) -> int:
+    for r in zoo.records():
+        gain = r.metrics.get("gain")
+        flag = " (flagged: no gain)" if r.flagged else ""
+        gain_text = f"{gain:+.3f}" if isinstance(gain, float) else "n/a"
+        print(f"{r.expert_id:60s} {r.family:30s} gain {gain_text}{flag}")
+    print(f"{len(zoo)} experts")
+    return 0
+
+
+def _cmd_show(zoo: ExpertZoo, args) -> int:
+    record = zoo.get(args.id)
+    print(json.dumps(record.__dict__, indent=2, default=str))
+    return 0
+
+
+def _cmd_search(zoo: ExpertZoo, args) -> int:
+    from hypergen.encoder import TaskEncoder
+
+    query = TaskEncoder().encode(args.text)
+    for expert_id, description, sim in zoo.search(query, k=args.k):
+        print(f"{sim:6.3f}  {expert_id}  {description[:90]}")
+    return 0
+
+
+def _trainer_setup(args):
+    from expert_zoo.train import ExpertTrainConfig
+    from hypergen.base_model import load_base_model
+    from hypergen.encoder import TaskEncoder
+
+    config = ExpertTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        eval_examples=args.eval_examples,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    return load_base_model(args.base_model), TaskEncoder(args.encoder), config
+
+
+def _cmd_add(zoo: ExpertZoo, args) -> int:
+    from expert_zoo.build import add_task
+    from expert_zoo.tasks import load_user_task
+
+    task = load_user_task(args.task)
+    base, encoder, config = _trainer_setup(args)
+    record = add_task(zoo, base, encoder, task, config, keep_flagged=not args.drop_flagged)
+    print(f"added {record.expert_id}" if record else f"dropped {task.task_id}: no gain over base")
+    return 0
+
+
+def _cmd_build(zoo: ExpertZoo, args) -> int:
+    from expert_zoo.build import build
+    from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
+
+    i, n = (int(x) for x in args.shard.split("/"))
+    if args.source == "bigbench":
+        tasks = iter_bigbench_tasks(split="train", limit=args.limit)
+    else:
+        tasks = [t for t in synthetic_tasks() if not is_held_out(t.family)][: args.limit]
+    base, encoder, config = _trainer_setup(args)
+    report = build(
+        zoo, base, encoder, tasks, config, shard=(i, n), keep_flagged=not args.drop_flagged
+    )
+    print(
+        f"added {len(report.added)}, skipped {len(report.skipped)} already in the zoo, "
+        f"dropped {len(report.dropped)} in {report.seconds:.0f} s; zoo has {len(zoo)} experts"
+    )
+    return 0
+
+
+def _cmd_remove(zoo: ExpertZoo, args) -> int:
+    zoo.remove(args.id)
+    print(f"removed {args.id}; zoo has {len(zoo)} experts")
+    return 0
+
+
+def _cmd_verify(zoo: ExpertZoo, args) -> int:
+    problems = zoo.verify()
+    for p in problems:
+        print(f"problem: {p}")
+    print("zoo is clean" if not problems else f"{len(problems)} problems: run `expert-zoo repair`")
+    return 1 if problems else 0
+
+
+def _cmd_repair(zoo: ExpertZoo, args) -> int:
+    for line in zoo.repair():
+        print(line)
+    print(f"repaired; zoo has {len(zoo)} experts")
+    return 0
+
+
+def _cmd_export(zoo: ExpertZoo, args) -> int:
+    print(f"wrote {zoo.export(args.out)}")
+    return 0
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps per expert (default 40)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument(
+        "--eval-examples",
+        type=int,
+        default=50,
+        help="eval-split examples scored before/after training (default 50)",
+    )
+    p.add_argument("--max-seconds", type=float, default=None, help="time budget per expert")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)",
+    )
+    p.add_argument(
+        "--encoder", default=None, help="sentence-transformers folder (default: all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--drop-flagged",
+        action="store_true",
+        help="do not add experts that fail to beat the base model on their eval split",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="expert-zoo", description=__doc__)
+    top.add_argument(
+        "--zoo", type=Path, default=DEFAULT_ZOO, help=f"zoo folder (default {DEFAULT_ZOO})"
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experts with their family and eval gain")
+    p = sub.add_parser("show", help="print one expert's record (descriptions, metrics, layout)")
+    p.add_argument("id")
+    p = sub.add_parser("search", help="experts whose descriptions are nearest to a text")
+    p.add_argument("text")
+    p.add_argument("-k", type=int, default=5, help="number of neighbours (default 5)")
+    p = sub.add_parser("add", help="train an expert on your task file (JSONL) and add it")
+    p.add_argument(
+        "--task",
+        type=Path,
+        required=True,
+        help="JSONL file: a header line with the description, then examples",
+    )
+    _add_training_options(p)
+    p = sub.add_parser("build", help="train and add experts for a task source, resumably")
+    p.add_argument("--source", choices=["bigbench", "synthetic"], default="bigbench")
+    p.add_argument("--limit", type=int, default=None, help="first N tasks of the source")
+    p.add_argument("--shard", default="0/1", help="i/n: this worker's share of the tasks")
+    _add_training_options(p)
+    p = sub.add_parser("remove", help="remove an expert and its index rows")
+    p.add_argument("id")
+    sub.add_parser("verify", help="check every file and the index; exit 1 on problems")
+    sub.add_parser("repair", help="rebuild the manifest and index from the expert folders")
+    p = sub.add_parser("export", help="write the whole zoo to one safetensors file")
+    p.add_argument("out", type=Path)
+    return top
+
+
+COMMANDS = {
+    "list": _cmd_list,
+    "show": _cmd_show,
+    "search": _cmd_search,
+    "add": _cmd_add,
+    "build": _cmd_build,
+    "remove": _cmd_remove,
+    "verify": _cmd_verify,
+    "repair": _cmd_repair,
+    "export": _cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](ExpertZoo(args.zoo), args)
+    except (ZooError, ValueError, FileNotFoundError) as exc:
+        print(f"expert-zoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,7 +75,7 @@ def _cmd_build(zoo: ExpertZoo, args) -> int:
 
     i, n = (int(x) for x in args.shard.split("/"))
     if args.source == "bigbench":
-        tasks = iter_bigbench_tasks(split="train", limit=args.limit)
+        tasks = iter_bigbench_tasks(split="train", limit=args.limit, order="family")
     else:
         tasks = [t for t in synthetic_tasks() if not is_held_out(t.family)][: args.limit]
     base, encoder, config = _trainer_setup(args)
@@ -107,6 +107,30 @@ def _cmd_repair(zoo: ExpertZoo, args) -> int:
     for line in zoo.repair():
         print(line)
     print(f"repaired; zoo has {len(zoo)} experts")
+    return 0
+
+
+def _cmd_stats(zoo: ExpertZoo, args) -> int:
+    import statistics
+
+    records = zoo.records()
+    if not records:
+        print("empty zoo")
+        return 0
+    gains = sorted(r.metrics["gain"] for r in records if "gain" in r.metrics)
+    secs = [r.metrics["seconds"] for r in records if "seconds" in r.metrics]
+    size = sum(f.stat().st_size for f in zoo.root.rglob("*") if f.is_file())
+    print(
+        f"experts: {len(records)} in {len({r.family for r in records})} families, "
+        f"{sum(r.flagged for r in records)} flagged (no gain over the base model)"
+    )
+    print(
+        f"eval gain over base: median {statistics.median(gains):+.3f}, "
+        f"min {gains[0]:+.3f}, max {gains[-1]:+.3f}, "
+        f"quartiles {[round(q, 3) for q in statistics.quantiles(gains, n=4)] if len(gains) > 1 else gains}"
+    )
+    print(f"training seconds per expert: median {statistics.median(secs):.0f}")
+    print(f"size on disk: {size / 1e6:.1f} MB")
     return 0
 
 
@@ -172,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     sub.add_parser("verify", help="check every file and the index; exit 1 on problems")
     sub.add_parser("repair", help="rebuild the manifest and index from the expert folders")
+    sub.add_parser("stats", help="size, families, eval gains and training time of the zoo")
     p = sub.add_parser("export", help="write the whole zoo to one safetensors file")
     p.add_argument("out", type=Path)
     return top
@@ -186,6 +211,7 @@ COMMANDS = {
     "remove": _cmd_remove,
     "verify": _cmd_verify,
     "repair": _cmd_repair,
+    "stats": _cmd_stats,
     "export": _cmd_export,
 }
 

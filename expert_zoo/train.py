@@ -140,7 +140,7 @@ def _wrap(base: BaseModel, config: ExpertTrainConfig):
     layout = LoraLayout.for_model(base.model, config.target_modules, config.rank, config.alpha)
     zeros = {k: torch.zeros(s) for k, s in layout.expected_shapes().items()}
     peft_config = LoraAdapter(layout, zeros, base.model.name_or_path).peft_config()
-    return get_peft_model(base.model, peft_config)  # fresh LoRA init (A random, B zero)
+    return get_peft_model(base.model, peft_config).train()  # fresh LoRA (A random, B zero)
 
 
 def _loader(base: BaseModel, task: Task, config: ExpertTrainConfig) -> DataLoader:

@@ -264,6 +264,16 @@ def load_bigbench_task(
     return Task(task_id, family, descriptions, train, eval_)
 
 
+def family_round_robin(entries: list[IndexEntry]) -> list[IndexEntry]:
+    """Reorder sorted entries: one task per family in turn, families in sorted order."""
+    by_family: dict[str, list[IndexEntry]] = {}
+    for entry in entries:
+        by_family.setdefault(entry.family, []).append(entry)
+    queues = [by_family[f] for f in sorted(by_family)]
+    depth = max((len(q) for q in queues), default=0)
+    return [q[i] for i in range(depth) for q in queues if i < len(q)]
+
+
 def iter_bigbench_tasks(
     cache_dir: Path | None = None,
     split: str = "train",
@@ -275,8 +285,9 @@ def iter_bigbench_tasks(
     min_examples: int = MIN_EXAMPLES,
     max_median_input_chars: float = MAX_MEDIAN_INPUT_CHARS,
     download: bool = True,
+    order: str = "id",
 ) -> Iterator[Task]:
-    """Yield BIG-bench tasks sorted by id; the sdist is downloaded once when missing.
+    """Yield BIG-bench tasks; the sdist is downloaded once when missing.
 
     Args:
         cache_dir: where the sdist and extracted tasks live (default ``$HYPERGEN_HOME/bigbench``).
@@ -289,9 +300,16 @@ def iter_bigbench_tasks(
         min_examples: skip tasks with fewer usable examples.
         max_median_input_chars: skip tasks whose median input is longer.
         download: fetch the sdist when it is not cached (else raise FileNotFoundError).
+        order: ``"id"`` (sorted by task id) or ``"family"`` (round robin over families: the first
+            task of every family, then the second of every family, ...), so a zoo built with a
+            ``limit`` covers as many families as it can.
     """
     entries = load_index(cache_dir, download=download)
     kept = select_entries(entries, split, families, min_examples, max_median_input_chars)
+    if order == "family":
+        kept = family_round_robin(kept)
+    elif order != "id":
+        raise ValueError(f"order must be 'id' or 'family', got {order!r}")
     extracted = ensure_extracted(cache_dir, download=False)
     for entry in kept[:limit]:
         yield load_bigbench_task(extracted, entry.task_id, max_train, max_eval, seed)

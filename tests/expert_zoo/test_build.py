@@ -95,6 +95,8 @@ def test_cli_list_show_search_verify_remove(tmp_path, tiny_model_dir, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and float(lines[0].split()[0]) >= float(lines[1].split()[0])
     assert main(["--zoo", zoo, "verify"]) == 0
+    assert main(["--zoo", zoo, "stats"]) == 0
+    assert "experts: 3 in" in capsys.readouterr().out
     assert main(["--zoo", zoo, "remove", first]) == 0
     assert "2 experts" in capsys.readouterr().out
     assert main(["--zoo", zoo, "show", "../etc"]) == 2

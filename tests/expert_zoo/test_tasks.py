@@ -434,3 +434,23 @@ def test_synthetic_answers_are_correct():
         assert e.output == e.input[::-1]
     for e in tasks["synthetic:larger_number"].train:
         assert e.output in e.options and int(e.output) == max(map(int, e.options))
+
+
+def test_family_round_robin_covers_families_first():
+    from expert_zoo.tasks.bigbench import IndexEntry, family_round_robin
+
+    fields = {f: None for f in IndexEntry.__dataclass_fields__ if f not in ("task_id", "family")}
+    entries = [
+        IndexEntry(task_id=f"bigbench:{fam}/{i}", family=fam, **fields)
+        for fam, n in (("a", 3), ("b", 1), ("c", 2))
+        for i in range(n)
+    ]
+    order = [e.task_id for e in family_round_robin(entries)]
+    assert order == [
+        "bigbench:a/0",
+        "bigbench:b/0",
+        "bigbench:c/0",
+        "bigbench:a/1",
+        "bigbench:c/1",
+        "bigbench:a/2",
+    ]

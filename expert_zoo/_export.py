@@ -15,36 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from expert_zoo._index import Snapshot, ZooError
 from hypergen.adapter_io import LoraAdapter
+from hypergen.bank import EXPORT_FORMAT, BankError, ZooExport, read_zoo_export
 
-FORMAT = "hypergen-expert-zoo-export/1"
-
-
-@dataclass
-class ZooExport:
-    """The content of an export file."""
-
-    header: dict
-    """``{"encoder", "base_model", "dim", "layout"}`` of the zoo."""
-    records: list[dict]
-    """Expert records (``ExpertRecord.to_dict()``), in expert order."""
-    weights: dict[str, torch.Tensor]
-    """``"<module>.A"`` -> ``(E, L, r, in)`` and ``"<module>.B"`` -> ``(E, L, out, r)``, fp16."""
-    embeddings: np.ndarray
-    """``(R, dim)`` float32 description embeddings."""
-    row_expert: np.ndarray
-    """``(R,)`` int64: the expert of each row."""
-    row_description: np.ndarray
-    """``(R,)`` int64: the description of each row."""
+FORMAT = EXPORT_FORMAT
 
 
 def write(path: Path, snap: Snapshot, adapters: list[LoraAdapter], rows: np.ndarray) -> Path:
@@ -71,20 +52,6 @@ def write(path: Path, snap: Snapshot, adapters: list[LoraAdapter], rows: np.ndar
 def read(path: Path) -> ZooExport:
     """Read an export file written by :func:`write` (``ExpertZoo.export``)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types on corrupt files
-        raise ZooError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise ZooError(f"{path} is not a {FORMAT} file (format {meta.get('format')!r})")
-    zoo = json.loads(meta["zoo"])
-    prefix = "weights."
-    return ZooExport(
-        header=zoo["header"],
-        records=zoo["experts"],
-        weights={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-        embeddings=tensors["embeddings"].numpy(),
-        row_expert=tensors["row_expert"].numpy(),
-        row_description=tensors["row_description"].numpy(),
-    )
+        return read_zoo_export(path)
+    except BankError as exc:
+        raise ZooError(str(exc)) from exc

@@ -1,0 +1,165 @@
+"""The expert bank: a zoo's canonical weights and description embeddings, read from one zoo
+export file, with a FAISS index for retrieval.
+
+This is what the generator conditions on at request time (the nearest known skills, as in
+SG-LoRA). The export format is written by ``expert-zoo export`` (``ExpertZoo.export``)::
+
+    "weights.<module>.A"  (E, L, r, in)       "weights.<module>.B"  (E, L, out, r)   fp16
+    "embeddings"          (R, dim) float32    unit rows
+    "row_expert"          (R,) int64          expert (0..E-1) of each description row
+    "row_description"     (R,) int64          which of its descriptions
+
+with ``{"format": EXPORT_FORMAT, "zoo": JSON {"header": ..., "experts": [records]}}`` in the
+safetensors header. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from hypergen.errors import HypergenError
+from hypergen.layout import LoraLayout
+
+EXPORT_FORMAT = "hypergen-expert-zoo-export/1"
+
+
+class BankError(HypergenError, ValueError):
+    """A zoo export file is missing, unreadable or malformed."""
+
+
+@dataclass
+class ZooExport:
+    """The raw content of an export file."""
+
+    header: dict
+    """``{"encoder", "base_model", "dim", "layout"}`` of the zoo."""
+    records: list[dict]
+    """Expert records (``ExpertRecord.to_dict()``), in expert order."""
+    weights: dict[str, torch.Tensor]
+    """``"<module>.A"`` -> ``(E, L, r, in)`` and ``"<module>.B"`` -> ``(E, L, out, r)``."""
+    embeddings: np.ndarray
+    """``(R, dim)`` float32 description embeddings."""
+    row_expert: np.ndarray
+    """``(R,)`` int64: the expert of each row."""
+    row_description: np.ndarray
+    """``(R,)`` int64: the description of each row."""
+
+
+def read_zoo_export(path: str | Path) -> ZooExport:
+    """Read an export file; raises :class:`BankError` on anything but a well-formed one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BankError(f"zoo export {path} does not exist: write one with `expert-zoo export`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types on corrupt files
+        raise BankError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if meta.get("format") != EXPORT_FORMAT:
+        raise BankError(f"{path} is not a {EXPORT_FORMAT} file (format {meta.get('format')!r})")
+    try:
+        zoo = json.loads(meta["zoo"])
+        prefix = "weights."
+        return ZooExport(
+            header=zoo["header"],
+            records=zoo["experts"],
+            weights={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+            embeddings=tensors["embeddings"].numpy(),
+            row_expert=tensors["row_expert"].numpy(),
+            row_description=tensors["row_description"].numpy(),
+        )
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise BankError(f"{path}: malformed zoo export ({exc})") from exc
+
+
+class ExpertBank:
+    """Experts' canonical weights (float32) and a FAISS index over their descriptions."""
+
+    def __init__(self, export: ZooExport, name: str = "zoo"):
+        self.name = name
+        self.layout = LoraLayout.from_dict(export.header["layout"])
+        self.encoder = export.header.get("encoder", "")
+        self.base_model = export.header.get("base_model", "")
+        self.weights = {k: v.float() for k, v in export.weights.items()}
+        self.layout.validate({k: v[0] for k, v in self.weights.items()} if self.weights else {})
+        self.expert_ids = [r["expert_id"] for r in export.records]
+        self.families = [r.get("family", "") for r in export.records]
+        self.descriptions = [list(r["descriptions"]) for r in export.records]
+        self.embeddings = np.ascontiguousarray(export.embeddings, dtype=np.float32)
+        self.row_expert = export.row_expert.astype(np.int64)
+        if len(self.row_expert) != len(self.embeddings) or not len(self.expert_ids):
+            raise BankError(
+                f"bank {name}: {len(self.embeddings)} embeddings for "
+                f"{len(self.row_expert)} rows and {len(self.expert_ids)} experts"
+            )
+        self._rows_per_expert = int(np.bincount(self.row_expert).max())
+        self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
+        self.index.add(self.embeddings)
+
+    @classmethod
+    def from_export(cls, path: str | Path) -> ExpertBank:
+        return cls(read_zoo_export(path), name=Path(path).stem)
+
+    def __len__(self) -> int:
+        return len(self.expert_ids)
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest experts of each query (an expert counts once, by its best row).
+
+        Args:
+            queries: ``(n, dim)`` unit-norm embeddings.
+            k: experts per query; must leave at least ``k`` experts after exclusion.
+            exclude: per query, expert indices never returned (leave-one-out retrieval).
+
+        Returns:
+            ``(idx, sims)``: ``(n, k)`` int64 expert indices and float32 cosine similarities,
+            best first.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        exclude = exclude or [set()] * len(queries)
+        most = max((len(e) for e in exclude), default=0)
+        if k < 1 or k > len(self) - most:
+            raise BankError(
+                f"cannot return {k} neighbours from {len(self)} experts with {most} excluded"
+            )
+        idx = np.zeros((len(queries), k), dtype=np.int64)
+        sims = np.zeros((len(queries), k), dtype=np.float32)
+        depth = min(len(self.embeddings), (k + most) * self._rows_per_expert)
+        while True:
+            row_sims, rows = self.index.search(queries, depth)
+            done = [
+                self._best_experts(r, s, k, ex)
+                for r, s, ex in zip(rows, row_sims, exclude, strict=True)
+            ]
+            if all(len(d) == k for d in done) or depth == len(self.embeddings):
+                break
+            depth = min(len(self.embeddings), depth * 2)
+        for i, found in enumerate(done):
+            idx[i], sims[i] = [e for e, _ in found], [s for _, s in found]
+        return idx, sims
+
+    def _best_experts(self, rows, row_sims, k: int, exclude: set[int]) -> list[tuple[int, float]]:
+        seen: dict[int, float] = {}
+        for row, sim in zip(rows, row_sims, strict=True):
+            if row < 0:
+                continue
+            expert = int(self.row_expert[row])
+            if expert not in exclude and expert not in seen:
+                seen[expert] = float(sim)
+                if len(seen) == k:
+                    break
+        return list(seen.items())

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from expert_zoo.store import ExpertZoo
+from hypergen.bank import BankError, ExpertBank, read_zoo_export
+from hypergen.layout import LoraLayout
+from tests.conftest import tiny_llama
+from tests.expert_zoo.test_store import make_expert, unit_rows
+
+
+@pytest.fixture(scope="module")
+def bank_file(tmp_path_factory):
+    layout = LoraLayout.for_model(tiny_llama())
+    zoo = ExpertZoo(tmp_path_factory.mktemp("zoo"))
+    for i in range(6):
+        zoo.add(*make_expert(layout, i, n_desc=1 + i % 3))
+    return zoo.export(tmp_path_factory.mktemp("export") / "zoo.safetensors")
+
+
+def test_bank_loads_export(bank_file):
+    bank = ExpertBank.from_export(bank_file)
+    assert len(bank) == 6 and bank.dim == 8
+    assert (
+        bank.weights["q_proj.A"].shape == (6, 2, 8, 16)
+        and bank.weights["q_proj.A"].dtype == torch.float32
+    )
+    assert bank.families[2] == "fam2" and len(bank.descriptions[2]) == 3
+
+
+def test_search_matches_brute_force_and_excludes(bank_file):
+    bank = ExpertBank.from_export(bank_file)
+    queries = unit_rows(5, seed=99)
+    idx, sims = bank.search(queries, k=3)
+    full = queries @ bank.embeddings.T
+    for q in range(5):
+        best = {}
+        for row, expert in enumerate(bank.row_expert):
+            best[int(expert)] = max(best.get(int(expert), -2.0), full[q, row])
+        expected = sorted(best, key=best.get, reverse=True)[:3]
+        assert idx[q].tolist() == expected
+        np.testing.assert_allclose(sims[q], [best[e] for e in expected], atol=1e-5)
+    idx_ex, _ = bank.search(queries, k=3, exclude=[{int(i)} for i in idx[:, 0]])
+    assert all(idx[q, 0] not in idx_ex[q] for q in range(5))
+    with pytest.raises(BankError, match="cannot return 6 neighbours"):
+        bank.search(queries[:1], k=6, exclude=[{0}])
+
+
+def test_bad_export_files(tmp_path):
+    with pytest.raises(BankError, match="does not exist"):
+        read_zoo_export(tmp_path / "none.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(BankError, match="not a readable safetensors"):
+        read_zoo_export(tmp_path / "bad.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(BankError, match="is not a hypergen-expert-zoo-export/1 file"):
+        read_zoo_export(tmp_path / "other.safetensors")

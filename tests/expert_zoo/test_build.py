@@ -101,3 +101,58 @@ def test_cli_list_show_search_verify_remove(tmp_path, tiny_model_dir, capsys):
     assert "2 experts" in capsys.readouterr().out
     assert main(["--zoo", zoo, "show", "../etc"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def _write_task(path, name: str, n: int = 12):
+    import json
+
+    lines = [{"description": f"Answer the {name} question with yes or no.", "id": name}]
+    lines += [
+        {
+            "input": f"{name} question {i}?",
+            "output": "yes" if i % 2 else "no",
+            "options": ["yes", "no"],
+        }
+        for i in range(n)
+    ]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_two_concurrent_cli_adds_both_land(tmp_path, tiny_model_dir):
+    zoo_dir = tmp_path / "zoo"
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "expert_zoo.cli",
+                "--zoo",
+                str(zoo_dir),
+                "add",
+                "--task",
+                str(_write_task(tmp_path / f"t{i}.jsonl", f"task{i}")),
+                "--base-model",
+                str(tiny_model_dir),
+                *TRAIN,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    zoo = ExpertZoo(zoo_dir)
+    assert sorted(r.task_id for r in zoo.records()) == ["user:task0", "user:task1"]
+    assert zoo.verify() == []
+
+
+def test_add_reports_a_bad_task_file(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"description": "d"}\n{"input": 3, "output": "x"}\n')
+    assert main(["--zoo", str(tmp_path / "zoo"), "add", "--task", str(bad)]) == 2
+    assert "line 2" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from hypergen.errors import (  # noqa: E402
     HypergenError,
     LayoutError,
 )
+from hypergen.generator import GeneratedAdapter, HyperGen  # noqa: E402
 from hypergen.layout import LoraLayout  # noqa: E402
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "BaseModel",
     "BaseModelError",
     "DescriptionError",
+    "GeneratedAdapter",
+    "HyperGen",
     "HypergenError",
     "LayoutError",
     "LoraAdapter",

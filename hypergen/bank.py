@@ -1,5 +1,5 @@
-"""The expert bank: a zoo's canonical weights and description embeddings, read from one zoo
-export file, with a FAISS index for retrieval.
+"""The expert bank: a zoo's canonical weights and description embeddings, read from a zoo folder
+or one zoo export file, with a FAISS index for retrieval.
 
 This is what the generator conditions on at request time (the nearest known skills, as in
 SG-LoRA). The export format is written by ``expert-zoo export`` (``ExpertZoo.export``)::
@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from hypergen.adapter_io import LoraAdapter
 from hypergen.errors import HypergenError
 from hypergen.layout import LoraLayout
 
 EXPORT_FORMAT = "hypergen-expert-zoo-export/1"
+ZOO_MANIFEST = "manifest.json"
 
 
 class BankError(HypergenError, ValueError):
@@ -80,6 +82,46 @@ def read_zoo_export(path: str | Path) -> ZooExport:
         raise BankError(f"{path}: malformed zoo export ({exc})") from exc
 
 
+def read_zoo_folder(root: str | Path) -> ZooExport:
+    """The content of a zoo folder, in the same form as an export file."""
+    root = Path(root)
+    try:
+        manifest = json.loads((root / ZOO_MANIFEST).read_text())
+        records, header = manifest["experts"], manifest["header"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise BankError(
+            f"{root} is not a readable zoo folder ({exc}): run `expert-zoo verify`"
+        ) from exc
+    if not records:
+        raise BankError(f"zoo {root} has no experts: build some with `expert-zoo build`")
+    layout = LoraLayout.from_dict(header["layout"])
+    weights: dict[str, list[torch.Tensor]] = {k: [] for k in layout.expected_shapes()}
+    embeddings, row_expert, row_description = [], [], []
+    for i, record in enumerate(records):
+        folder = root / "experts" / Path(record["expert_id"]).name
+        adapter = LoraAdapter.from_pretrained(folder, layout=layout)
+        for key, value in adapter.weights.items():
+            weights[key].append(value)
+        try:
+            with safe_open(str(folder / "embeddings.safetensors"), framework="np") as f:
+                emb = f.get_tensor("embeddings")
+        except Exception as exc:
+            raise BankError(
+                f"{folder}: unreadable embeddings ({exc}): run `expert-zoo repair`"
+            ) from exc
+        embeddings.append(emb)
+        row_expert += [i] * len(emb)
+        row_description += list(range(len(emb)))
+    return ZooExport(
+        header=header,
+        records=records,
+        weights={k: torch.stack(v) for k, v in weights.items()},
+        embeddings=np.concatenate(embeddings).astype(np.float32),
+        row_expert=np.asarray(row_expert, dtype=np.int64),
+        row_description=np.asarray(row_description, dtype=np.int64),
+    )
+
+
 class ExpertBank:
     """Experts' canonical weights (float32) and a FAISS index over their descriptions."""
 
@@ -107,6 +149,20 @@ class ExpertBank:
     @classmethod
     def from_export(cls, path: str | Path) -> ExpertBank:
         return cls(read_zoo_export(path), name=Path(path).stem)
+
+    @classmethod
+    def from_zoo_folder(cls, root: str | Path) -> ExpertBank:
+        """Read a zoo folder (``manifest.json`` + ``experts/<id>/``, as ``expert-zoo`` writes it).
+
+        Read-only and lock-free: the manifest names the committed experts, each of which is
+        validated as it is read.
+        """
+        return cls(read_zoo_folder(root), name=Path(root).name)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExpertBank:
+        """A zoo folder or an export file, whichever ``path`` is."""
+        return cls.from_zoo_folder(path) if Path(path).is_dir() else cls.from_export(path)
 
     def __len__(self) -> int:
         return len(self.expert_ids)

@@ -57,3 +57,18 @@ def test_bad_export_files(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(BankError, match="is not a hypergen-expert-zoo-export/1 file"):
         read_zoo_export(tmp_path / "other.safetensors")
+
+
+def test_zoo_folder_and_export_give_the_same_bank(bank_file, tmp_path):
+    zoo = ExpertZoo(tmp_path / "zoo")
+    layout = LoraLayout.for_model(tiny_llama())
+    for i in range(6):
+        zoo.add(*make_expert(layout, i, n_desc=1 + i % 3))
+    a, b = ExpertBank.load(zoo.root), ExpertBank.load(bank_file)
+    assert a.expert_ids == b.expert_ids
+    np.testing.assert_array_equal(a.row_expert, b.row_expert)
+    np.testing.assert_allclose(a.embeddings, b.embeddings)
+    for k in a.weights:
+        torch.testing.assert_close(a.weights[k], b.weights[k])
+    with pytest.raises(BankError, match="not a readable zoo folder"):
+        ExpertBank.from_zoo_folder(tmp_path)

@@ -1,0 +1,405 @@
+"""The generator model: a conditional VAE over canonical LoRA weights, conditioned on retrieval.
+
+References: SG-LoRA (Li et al., "Semantic-guided LoRA Parameters Generation", arXiv:2509.10535):
+retrieve the zoo experts whose descriptions are nearest to the new task and condition a CVAE on
+their similarity-weighted knowledge; ICM-LoRA (Shao et al., "In-Context Meta LoRA Generation",
+IJCAI 2025, arXiv:2501.17635): a CVAE that maps a task representation to LoRA weights.
+
+Data: for module ``m`` and layer ``l`` a *chunk* is ``concat(A[l].flatten(), B[l].flatten())``,
+``r·(in+out)`` numbers (canonical form, :mod:`hypergen.canonical`), normalised per coordinate by
+the zoo's mean and std (buffers ``(L, chunk_m)``, saved in the checkpoint).
+
+Condition: ``c = MLP([e, Σ_j w_j e_j, sims])``, ``w = softmax(sims / tau)`` over the ``k``
+retrieved neighbours, ``e_j`` their mean description embeddings. The neighbours' weights enter
+per chunk as their ``w``-weighted mean and spread (weighted std): the SG-LoRA summary.
+
+Prior ``p(z|c)`` and posterior ``q(z|x,c)`` are diagonal Gaussians; the posterior mean-pools a
+per-module linear projection (``chunk_m -> hidden``) of every target chunk plus its layer/module
+embedding. The decoder runs one batched pass per module over ``batch × L`` rows: ``[z, c,
+layer_emb[l], module_emb[m]]`` (and, with ``summary_in_decoder``, the projected neighbour mean
+and spread chunks) ``-> MLP -> h``; the output is ``(1 + gate_m(h)) · mean + head_m(h)``: the
+neighbours' mean, scaled (e.g. shrunk to the zoo mean when neighbours are far) plus a residual.
+
+Size: the parameter count does not depend on the number of experts, and on depth only through
+the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hypergen._fs import atomic_dir
+from hypergen.conditioning import (
+    chunk_size,
+    condition_inputs,
+    dw_sq_error,
+    expert_embeddings,
+    from_chunks,
+    neighbour_inputs,
+    to_chunks,
+    trace_product,
+)
+from hypergen.errors import HypergenError, LayoutError
+from hypergen.layout import LoraLayout, Weights
+
+__all__ = [
+    "CVAEConfig",
+    "CheckpointError",
+    "LoraCVAE",
+    "chunk_size",
+    "condition_inputs",
+    "dw_sq_error",
+    "expert_embeddings",
+    "from_chunks",
+    "neighbour_inputs",
+    "to_chunks",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_STD_FLOOR = 0.05
+"""Per-coordinate std is at least this fraction of the module's RMS (few experts: var ~ 0)."""
+
+
+class CheckpointError(HypergenError, ValueError):
+    """A generator checkpoint is missing, malformed, or made for another layout or encoder."""
+
+
+@dataclass
+class CVAEConfig:
+    """Shape and training record of a :class:`LoraCVAE` (saved as ``config.json``)."""
+
+    layout: dict
+    """``LoraLayout.to_dict()`` of the adapters it generates."""
+    embed_dim: int = 384
+    """Dimension of the task-description embeddings (all-MiniLM-L6-v2: 384)."""
+    k: int = 4
+    """Neighbours retrieved from the zoo per description."""
+    latent_dim: int = 32
+    """Size of the latent z."""
+    hidden_dim: int = 256
+    """Width of the hidden layers and of the per-chunk projections."""
+    cond_dim: int = 128
+    """Size of the condition vector c."""
+    pos_dim: int = 32
+    """Size of the learned layer and module embeddings."""
+    summary_in_decoder: bool = False
+    """Also feed the projected neighbour mean/spread chunks to the decoder MLP (off by default:
+    on small zoos that high-dimensional input lets it memorise experts; see tests/hypergen)."""
+    dropout: float = 0.1
+    """Dropout in the condition network and the decoder MLP."""
+    beta: float = 0.01
+    """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
+    tau: float = 0.1
+    """Temperature of the softmax over neighbour cosine similarities."""
+    dw_weight: float = 0.0
+    """Weight of the auxiliary ΔW-space loss (relative to the zoo's mean ‖ΔW‖²); 0: off."""
+    encoder: str = ""
+    """Name of the task encoder it was trained with."""
+    base_model: str = ""
+    """Name of the base model its adapters are for."""
+    zoo: str = ""
+    """Name of the zoo it was trained on."""
+    extra: dict = field(default_factory=dict)
+    """Free-form JSON record (training metrics, steps, ...)."""
+
+    def __post_init__(self) -> None:
+        self.layout = LoraLayout.from_dict(self.layout).to_dict()  # validates; JSON-ready below
+        sizes = ("embed_dim", "k", "latent_dim", "hidden_dim", "cond_dim", "pos_dim")
+        bad = [f"{n}={getattr(self, n)}" for n in sizes if getattr(self, n) < 1]
+        if bad:
+            raise ValueError(f"CVAEConfig sizes must be positive, got {', '.join(bad)}")
+        if self.beta < 0 or self.dw_weight < 0 or self.tau <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"need beta >= 0, dw_weight >= 0, tau > 0, 0 <= dropout < 1: {self}")
+
+    @property
+    def lora_layout(self) -> LoraLayout:
+        return LoraLayout.from_dict(self.layout)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CVAEConfig:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise CheckpointError(f"unknown generator config fields {unknown}")
+        return cls(**data)
+
+
+# --- the model ----------------------------------------------------------------------------------
+def _mlp(inp: int, hidden: int, out: int, dropout: float = 0.0) -> nn.Sequential:
+    layers = [nn.Linear(inp, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out)]
+    return nn.Sequential(*layers)
+
+
+def _kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(q || p) of diagonal Gaussians, summed over latent dims: ``(n,)``."""
+    ratio = (logvar_q - logvar_p).exp() + (mu_q - mu_p) ** 2 / logvar_p.exp()
+    return 0.5 * (ratio - 1 - logvar_q + logvar_p).sum(-1)
+
+
+class LoraCVAE(nn.Module):
+    """Conditional VAE over canonical LoRA weights (see the module docstring)."""
+
+    def __init__(self, config: CVAEConfig):
+        super().__init__()
+        self.config, self.layout = config, config.lora_layout
+        c, lay, h, p = config, self.layout, config.hidden_dim, config.pos_dim
+        chunk = {m: chunk_size(lay, m) for m in lay.modules}
+        self.cond_net = _mlp(2 * c.embed_dim + c.k, h, c.cond_dim, c.dropout)
+        self.prior_net = _mlp(c.cond_dim, h, 2 * c.latent_dim)
+        self.post_net = _mlp(h + c.cond_dim, h, 2 * c.latent_dim)
+        self.layer_emb = nn.Embedding(lay.num_layers, p)
+        self.module_emb = nn.Embedding(len(lay.modules), p)
+        self.pos_proj = nn.Linear(2 * p, h)
+        self.chunk_proj = nn.ModuleDict({m: nn.Linear(n, h) for m, n in chunk.items()})
+        trunk_in = c.latent_dim + c.cond_dim + 2 * p
+        if c.summary_in_decoder:
+            self.spread_proj = nn.ModuleDict({m: nn.Linear(n, h) for m, n in chunk.items()})
+            trunk_in += 2 * h
+        self.trunk = nn.Sequential(
+            nn.LayerNorm(trunk_in), _mlp(trunk_in, h, h, c.dropout), nn.GELU()
+        )
+        self.heads = nn.ModuleDict({m: nn.Linear(h, n) for m, n in chunk.items()})
+        self.gates = nn.ModuleDict({m: nn.Linear(h, 1) for m in chunk})
+        for head in [*self.heads.values(), *self.gates.values()]:  # start at the neighbours' mean
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        for m, n in chunk.items():
+            self.register_buffer(f"mean_{m}", torch.zeros(lay.num_layers, n))
+            self.register_buffer(f"std_{m}", torch.ones(lay.num_layers, n))
+            self.register_buffer(f"dw_scale_{m}", torch.ones(()))
+
+    # --- normalisation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_normalisation(self, weights: Weights) -> None:
+        """Set per-coordinate mean/std (and the ΔW loss scale) from experts ``(E, L, ...)``."""
+        for m in self.layout.modules:
+            x = to_chunks(weights, m).float()
+            var, rms = x.var(0, unbiased=False), x.pow(2).mean().sqrt()
+            getattr(self, f"mean_{m}").copy_(x.mean(0))
+            getattr(self, f"std_{m}").copy_((var + (_STD_FLOOR * rms) ** 2 + 1e-12).sqrt())
+            a, b = weights[f"{m}.A"].float(), weights[f"{m}.B"].float()
+            dw2 = trace_product(a @ a.transpose(-1, -2), b.transpose(-1, -2) @ b).mean()
+            getattr(self, f"dw_scale_{m}").copy_(dw2.clamp_min(1e-12))
+
+    def normalise(self, m: str, chunks: Tensor) -> Tensor:
+        return (chunks - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+
+    def denormalise(self, m: str, chunks: Tensor) -> Tensor:
+        return chunks * getattr(self, f"std_{m}") + getattr(self, f"mean_{m}")
+
+    # --- parts ----------------------------------------------------------------------------------
+    def condition(self, cond: dict[str, Tensor]) -> Tensor:
+        """``(n, cond_dim)`` condition vector c."""
+        feats = [cond["embedding"], cond["neighbour_embedding"], cond["sims"]]
+        return self.cond_net(torch.cat([f.float() for f in feats], dim=-1))
+
+    def _pos(self, i: int) -> Tensor:
+        """``(L, 2·pos_dim)`` layer and module embeddings of module ``i``."""
+        mod = self.module_emb.weight[i].expand(self.layout.num_layers, -1)
+        return torch.cat([self.layer_emb.weight, mod], dim=-1)
+
+    @staticmethod
+    def _gaussian(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = net(x).chunk(2, dim=-1)
+        return mu, logvar.clamp(-10, 10)
+
+    def prior(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, logvar)`` of p(z | c), each ``(n, latent_dim)``."""
+        return self._gaussian(self.prior_net, c)
+
+    def posterior(self, x_norm: dict[str, Tensor], c: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, logvar)`` of q(z | x, c) from normalised target chunks ``(n, L, chunk_m)``."""
+        feats = [
+            F.gelu(self.chunk_proj[m](x_norm[m]) + self.pos_proj(self._pos(i)))
+            for i, m in enumerate(self.layout.modules)
+        ]
+        return self._gaussian(self.post_net, torch.cat([torch.cat(feats, 1).mean(1), c], -1))
+
+    def decode(self, z: Tensor, c: Tensor, cond: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Normalised chunks ``{m: (n, L, chunk_m)}`` for latents ``z (n, latent)``."""
+        n, nl = z.shape[0], self.layout.num_layers
+        zc = torch.cat([z, c], dim=-1)[:, None].expand(n, nl, -1)
+        out = {}
+        for i, m in enumerate(self.layout.modules):
+            mean = self.normalise(m, cond[f"mean.{m}"].float())
+            rows = [zc, self._pos(i)[None].expand(n, -1, -1)]
+            if self.config.summary_in_decoder:
+                spread = cond[f"spread.{m}"].float() / getattr(self, f"std_{m}")
+                rows += [self.chunk_proj[m](mean), self.spread_proj[m](spread)]
+            hidden = self.trunk(torch.cat(rows, -1))
+            out[m] = (1 + self.gates[m](hidden)) * mean + self.heads[m](hidden)
+        return out
+
+    def to_weights(self, chunks: dict[str, Tensor]) -> Weights:
+        """Normalised chunks -> stacked LoRA weights (float32)."""
+        weights = {}
+        for m, x in chunks.items():
+            a_b = from_chunks(self.layout, self.denormalise(m, x), m)
+            weights[f"{m}.A"], weights[f"{m}.B"] = a_b
+        return weights
+
+    # --- training -------------------------------------------------------------------------------
+    def forward(
+        self,
+        weights: Weights,
+        cond: dict[str, Tensor],
+        beta: float | None = None,
+        dw_weight: float | None = None,
+    ) -> dict[str, Tensor]:
+        """Negative ELBO of target adapters given their condition inputs.
+
+        Args:
+            weights: targets, stacked ``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}``.
+            cond: from :func:`condition_inputs` or :func:`neighbour_inputs`.
+            beta: KL weight (annealed by the trainer); ``None`` uses ``config.beta``.
+            dw_weight: weight of the ΔW loss; ``None`` uses ``config.dw_weight``.
+
+        Returns:
+            ``loss``, ``recon`` (MSE in normalised space), ``kl`` (batch mean), ``dw`` (ΔW error
+            over the zoo's mean ‖ΔW‖²) and ``chunks`` (normalised predictions). z is sampled
+            from q in train mode and is q's mean in eval mode.
+        """
+        beta = self.config.beta if beta is None else beta
+        dw_weight = self.config.dw_weight if dw_weight is None else dw_weight
+        x = {m: self.normalise(m, to_chunks(weights, m).float()) for m in self.layout.modules}
+        c = self.condition(cond)
+        mu_q, logvar_q = self.posterior(x, c)
+        z = mu_q + (0.5 * logvar_q).exp() * torch.randn_like(mu_q) if self.training else mu_q
+        pred = self.decode(z, c, cond)
+        recon = self.recon_error(pred, x)
+        kl = _kl(mu_q, logvar_q, *self.prior(c)).mean()
+        dw = self.dw_error(pred, weights) if dw_weight > 0 else recon.new_zeros(())
+        loss = recon + beta * kl + dw_weight * dw
+        return {"loss": loss, "recon": recon, "kl": kl, "dw": dw, "chunks": pred}
+
+    @staticmethod
+    def recon_error(pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
+        """MSE over every coordinate of every module (normalised space)."""
+        sse = sum(((pred[m] - target[m]) ** 2).sum() for m in target)
+        return sse / sum(t.numel() for t in target.values())
+
+    def dw_error(self, pred: dict[str, Tensor], weights: Weights) -> Tensor:
+        """Mean ‖B̂Â − BA‖² per (sample, layer, module), over the zoo's mean ‖BA‖²."""
+        hat, errs = self.to_weights(pred), []
+        for m in self.layout.modules:
+            a, b = weights[f"{m}.A"].float(), weights[f"{m}.B"].float()
+            err = dw_sq_error(hat[f"{m}.A"], hat[f"{m}.B"], a, b)
+            errs.append(err.mean() / getattr(self, f"dw_scale_{m}"))
+        return torch.stack(errs).mean()
+
+    # --- inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        cond: dict[str, Tensor],
+        num_samples: int = 1,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Weights:
+        """Sample adapters from the prior p(z | c) (in eval mode: no dropout).
+
+        Args:
+            cond: condition inputs of ``B`` queries (:meth:`condition_inputs`).
+            num_samples: adapters per query (S).
+            temperature: 0 decodes the prior mean (one deterministic adapter); otherwise
+                ``z = mu + temperature · sigma · eps``.
+            generator: the ``torch.Generator`` drawing eps (same seed, same adapters).
+
+        Returns:
+            Stacked float32 weights with two leading dims ``(B, S)``: ``"m.A"``
+            ``(B, S, L, r, in)`` and ``"m.B"`` ``(B, S, L, out, r)``.
+        """
+        if num_samples < 1 or temperature < 0:
+            raise ValueError(
+                f"need num_samples >= 1, temperature >= 0: {num_samples}, {temperature}"
+            )
+        was_training, device = self.training, self.layer_emb.weight.device
+        self.eval()
+        cond = {k: v.to(device) for k, v in cond.items()}
+        c = self.condition(cond)
+        (n, latent), s = (c.shape[0], self.config.latent_dim), num_samples
+        mu, logvar = self.prior(c)
+        eps = torch.zeros(n, s, latent, device=device)
+        if temperature > 0:
+            on = generator.device if generator is not None else device
+            eps = torch.randn(eps.shape, generator=generator, device=on).to(device)
+        z = (mu[:, None] + temperature * (0.5 * logvar).exp()[:, None] * eps).reshape(n * s, -1)
+        rep = {k: v.repeat_interleave(s, 0) for k, v in cond.items()}
+        chunks = self.decode(z, c.repeat_interleave(s, 0), rep)
+        self.train(was_training)
+        return {k: v.reshape(n, s, *v.shape[1:]) for k, v in self.to_weights(chunks).items()}
+
+    def condition_inputs(self, bank, query_emb: np.ndarray, exclude=None) -> dict[str, Tensor]:
+        """:func:`condition_inputs` with this model's ``k`` and ``tau``."""
+        return condition_inputs(bank, query_emb, self.config.k, exclude, self.config.tau)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically."""
+        folder = Path(folder)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        expected_layout: LoraLayout | None = None,
+        expected_embed_dim: int | None = None,
+    ) -> LoraCVAE:
+        """Load a checkpoint (in eval mode); refuse one made for another layout or encoder
+        dimension with a :class:`CheckpointError` naming what was expected and found."""
+        folder = Path(folder)
+        config = _read_config(folder)
+        if expected_layout is not None:
+            try:
+                expected_layout.check_matches(config.lora_layout, what=f"generator {folder}")
+            except LayoutError as exc:
+                raise CheckpointError(
+                    f"{exc}; it was trained for base model {config.base_model!r}"
+                ) from exc
+        if expected_embed_dim is not None and expected_embed_dim != config.embed_dim:
+            raise CheckpointError(
+                f"generator {folder} expects {config.embed_dim}-d description embeddings "
+                f"(encoder {config.encoder!r}), found {expected_embed_dim}-d ones"
+            )
+        model = cls(config)
+        try:
+            model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        except Exception as exc:  # safetensors' own errors, or missing / misshapen keys
+            raise CheckpointError(
+                f"{folder / WEIGHTS_NAME} does not fit its config: {exc}"
+            ) from exc
+        return model.eval()
+
+
+def _read_config(folder: Path) -> CVAEConfig:
+    path = folder / CONFIG_NAME
+    if not path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{folder} is not a generator checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
+        )
+    try:
+        return CVAEConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and LayoutError are ValueErrors
+        raise CheckpointError(f"{path} is not a valid generator config: {exc}") from exc

@@ -1,0 +1,195 @@
+"""The public generator: a task description in, a PEFT LoRA adapter out, no training.
+
+:class:`HyperGen` ties together the task encoder, the expert bank (the zoo: retrieval plus the
+neighbours' weights) and the conditional VAE (:mod:`hypergen.cvae`), and applies what it makes to
+the base model, swapping adapters in place without reloading the base.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hypergen.adapter_io import LoraAdapter
+from hypergen.apply import apply_adapter, swap_adapter
+from hypergen.bank import ExpertBank
+from hypergen.base_model import BaseModel, load_base_model
+from hypergen.cvae import CheckpointError, LoraCVAE
+from hypergen.encoder import TaskEncoder, check_description
+from hypergen.errors import DescriptionError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "generator"
+"""The shipped generator checkpoint (config.json + model.safetensors)."""
+DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "expert_zoo" / "zoo"
+"""The shipped zoo the default generator retrieves from."""
+MAX_BATCH = 256
+"""Descriptions per ``generate`` call."""
+
+
+@dataclass
+class GeneratedAdapter:
+    """An adapter made from a description, with the zoo experts it was conditioned on."""
+
+    adapter: LoraAdapter
+    description: str
+    neighbors: list[tuple[str, str, float]] = field(default_factory=list)
+    """``(expert id, its nearest description, cosine similarity)``, best first."""
+    sample: int = 0
+    """Which of the ``num_samples`` draws this is (0 for the prior mean)."""
+
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write a PEFT adapter folder (loadable by ``PeftModel.from_pretrained``)."""
+        return self.adapter.save_pretrained(folder, overwrite=overwrite)
+
+
+class HyperGen:
+    """Generate LoRA adapters from task descriptions.
+
+    Example:
+        >>> gen = HyperGen.from_pretrained()
+        >>> adapter = gen.generate("Classify the sentiment of a hotel review")
+        >>> model = gen.apply(adapter)
+    """
+
+    def __init__(
+        self,
+        cvae: LoraCVAE,
+        bank: ExpertBank,
+        encoder: TaskEncoder,
+        base_model: str | Path | None = None,
+    ):
+        config = cvae.config
+        if encoder.dim != config.embed_dim or (config.encoder and encoder.name != config.encoder):
+            raise CheckpointError(
+                f"generator expects encoder {config.encoder!r} ({config.embed_dim}-d), "
+                f"got {encoder.name!r} ({encoder.dim}-d)"
+            )
+        cvae_layout = config.lora_layout
+        cvae_layout.check_matches(bank.layout, what=f"zoo {bank.name}")
+        self.cvae, self.bank, self.encoder = cvae.eval(), bank, encoder
+        self.base_model_source = base_model
+        self._base: BaseModel | None = None
+        self._slot = None  # the PeftModel adapters are swapped into
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        generator: str | Path | None = None,
+        zoo: str | Path | None = None,
+        encoder: str | Path | None = None,
+        base_model: str | Path | None = None,
+    ) -> HyperGen:
+        """Load a generator, the zoo it retrieves from, and the task encoder.
+
+        Args:
+            generator: checkpoint folder (default: the shipped generator).
+            zoo: zoo folder or export file (default: the shipped zoo).
+            encoder: sentence-transformers folder (default: all-MiniLM-L6-v2).
+            base_model: what :meth:`apply` loads (default: SmolLM2-135M-Instruct).
+        """
+        folder = Path(generator) if generator is not None else DEFAULT_GENERATOR
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(
+                f"no generator checkpoint in {folder}: train one with "
+                "`hypergen-train --zoo PATH --out DIR` and pass its folder"
+            )
+        encoder_ = TaskEncoder(encoder)
+        bank = ExpertBank.load(zoo if zoo is not None else DEFAULT_ZOO)
+        cvae = LoraCVAE.from_pretrained(
+            folder, expected_layout=bank.layout, expected_embed_dim=encoder_.dim
+        )
+        return cls(cvae, bank, encoder_, base_model)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        description: str | list[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ):
+        """Make adapters for one description or a batch of them.
+
+        Args:
+            description: a task described in words, or a list of them (batched).
+            num_samples: adapters per description. With ``temperature=0`` all are the prior
+                mean, so ask for samples with ``temperature > 0``.
+            temperature: 0 decodes the prior's mean (the deterministic default); otherwise
+                latents are drawn from the prior with their spread scaled by it.
+            seed: seed of the draws (same seed, same adapters).
+
+        Returns:
+            A :class:`GeneratedAdapter` for one description and ``num_samples=1``; otherwise a
+            list (per description, then per sample).
+        """
+        single = isinstance(description, str)
+        if not single and not isinstance(description, (list, tuple)):
+            raise DescriptionError(
+                f"description must be a str or a list of str, got {type(description).__name__}"
+            )
+        texts = [description] if single else list(description)
+        if not texts or len(texts) > MAX_BATCH:
+            raise ValueError(f"give 1 to {MAX_BATCH} descriptions, got {len(texts)}")
+        for i, text in enumerate(texts):
+            check_description(text, where=None if single else f"description {i}")
+        emb = self.encoder.encode(texts)
+        cond = self.cvae.condition_inputs(self.bank, emb)
+        gen = torch.Generator().manual_seed(seed)
+        weights = self.cvae.generate(cond, num_samples, temperature, generator=gen)
+        out = [
+            self._wrap(texts[i], weights, cond, i, s, temperature)
+            for i in range(len(texts))
+            for s in range(num_samples)
+        ]
+        return out[0] if single and num_samples == 1 else out
+
+    def _wrap(self, text, weights, cond, i: int, s: int, temperature: float) -> GeneratedAdapter:
+        neighbors = []
+        for e, sim in zip(cond["neighbours"][i].tolist(), cond["sims"][i].tolist(), strict=True):
+            neighbors.append((self.bank.expert_ids[e], self.bank.descriptions[e][0], float(sim)))
+        tensors = {k: v[i, s].contiguous() for k, v in weights.items()}
+        meta = {
+            "description": text,
+            "neighbors": neighbors,
+            "sample": s,
+            "temperature": temperature,
+            "generator": self.cvae.config.zoo,
+        }
+        adapter = LoraAdapter(self.cvae.config.lora_layout, tensors, self.bank.base_model, meta)
+        return GeneratedAdapter(adapter, text, neighbors, s)
+
+    @property
+    def base(self) -> BaseModel:
+        """The base model, loaded on first use."""
+        if self._base is None:
+            self._base = load_base_model(self.base_model_source)
+        return self._base
+
+    def apply(self, adapter: GeneratedAdapter | LoraAdapter):
+        """The base model with ``adapter`` merged in, ready to generate.
+
+        The base is loaded once; later calls swap the new adapter's weights in place.
+        """
+        lora = adapter.adapter if isinstance(adapter, GeneratedAdapter) else adapter
+        if self._slot is None:
+            self._slot = apply_adapter(self.base.model, lora)
+            self._slot.merge_adapter()
+        else:
+            swap_adapter(self._slot, lora)
+        return self._slot
+
+    def info(self) -> dict:
+        """What is loaded: base model, zoo, encoder and generator sizes."""
+        return {
+            "base_model": self.bank.base_model,
+            "encoder": self.encoder.name,
+            "zoo": self.bank.name,
+            "zoo_experts": len(self.bank),
+            "generator_parameters": self.cvae.num_parameters(),
+            "lora_parameters": self.cvae.config.lora_layout.num_params,
+        }

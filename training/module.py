@@ -1,0 +1,152 @@
+"""The LightningModule that trains a :class:`hypergen.cvae.LoraCVAE` on a zoo.
+
+Loss: reconstruction MSE of the target expert's normalised canonical chunks + ``beta · KL(q||p)``
+(beta warmed up linearly from 0 over ``kl_warmup_steps``) + ``dw_weight ·`` the relative ΔW
+error. Validation logs ``val_recon`` (decoding the posterior mean), ``val_recon_prior`` (decoding
+the prior mean: what ``generate(temperature=0)`` gives for a task not in the zoo), and two
+baselines on the same rows: ``val_recon_mean_baseline`` (predicting the zoo mean, i.e. zeros in
+normalised space) and ``val_recon_neighbour_baseline`` (predicting the neighbours' weighted mean).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from hypergen.bank import ExpertBank
+from hypergen.cvae import CVAEConfig, LoraCVAE, expert_embeddings, neighbour_inputs, to_chunks
+
+logger = logging.getLogger(__name__)
+
+
+def new_model(bank: ExpertBank, train_experts: np.ndarray, **sizes) -> LoraCVAE:
+    """A fresh model for ``bank``'s layout and encoder, normalised on ``train_experts``.
+
+    ``sizes`` are :class:`CVAEConfig` fields (``k``, ``latent_dim``, ``hidden_dim``, ``beta``, ...).
+    """
+    config = CVAEConfig(
+        layout=bank.layout.to_dict(),
+        embed_dim=bank.dim,
+        encoder=bank.encoder,
+        base_model=bank.base_model,
+        zoo=bank.name,
+        **sizes,
+    )
+    model = LoraCVAE(config)
+    index = torch.as_tensor(train_experts, dtype=torch.int64)
+    model.set_normalisation({k: v[index] for k, v in bank.weights.items()})
+    return model
+
+
+class GeneratorModule(L.LightningModule):
+    """Trains ``model`` on the experts of ``bank`` (batches from :class:`GeneratorDataModule`).
+
+    Args:
+        model: the generator (its normalisation already set, see :func:`new_model`).
+        bank: the zoo the data module reads (weights are moved to the training device once).
+        lr: AdamW learning rate; ``weight_decay``: AdamW weight decay.
+        kl_warmup_steps: steps over which beta grows linearly from 0 to ``model.config.beta``.
+    """
+
+    def __init__(
+        self,
+        model: LoraCVAE,
+        bank: ExpertBank,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        kl_warmup_steps: int = 500,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "bank"])
+        self.model, self.bank = model, bank
+        self._cache: tuple[torch.device, dict[str, Tensor], Tensor] | None = None
+        self.best_score = float("inf")
+        self.best_state: dict[str, Tensor] | None = None
+        self.initial_metrics: dict[str, float] = {}
+
+    def beta(self) -> float:
+        """KL weight at the current step (linear warm-up)."""
+        warmup = self.hparams.kl_warmup_steps
+        ramp = 1.0 if warmup <= 0 else min(1.0, self.global_step / warmup)
+        return self.model.config.beta * ramp
+
+    def _zoo(self) -> tuple[dict[str, Tensor], Tensor]:
+        """The bank's weights and expert embeddings on this module's device (not buffers, so
+        DDP does not broadcast them and checkpoints do not hold them)."""
+        if self._cache is None or self._cache[0] != self.device:
+            weights = {k: v.to(self.device) for k, v in self.bank.weights.items()}
+            self._cache = (self.device, weights, expert_embeddings(self.bank).to(self.device))
+        return self._cache[1], self._cache[2]
+
+    def _inputs(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``(targets, condition inputs)`` of a batch of description rows."""
+        weights, emb = self._zoo()
+        targets = {k: v[batch["expert"]] for k, v in weights.items()}
+        cond = neighbour_inputs(
+            self.model.layout,
+            weights,
+            emb,
+            batch["embedding"],
+            batch["neighbours"],
+            batch["sims"],
+            self.model.config.tau,
+        )
+        return targets, cond
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        targets, cond = self._inputs(batch)
+        beta = self.beta()
+        out = self.model(targets, cond, beta=beta)
+        n = len(batch["row"])
+        self.log("train_loss", out["loss"], prog_bar=True, batch_size=n)
+        self.log_dict(
+            {"train_recon": out["recon"], "train_kl": out["kl"], "beta": beta},
+            batch_size=n,
+        )
+        if self.model.config.dw_weight > 0:
+            self.log("train_dw", out["dw"], batch_size=n)
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        targets, cond = self._inputs(batch)
+        out = self.model(targets, cond)
+        m = self.model
+        x = {k: m.normalise(k, to_chunks(targets, k)) for k in m.layout.modules}
+        c = m.condition(cond)
+        prior = m.decode(m.prior(c)[0], c, cond)
+        nbr = {k: m.normalise(k, cond[f"mean.{k}"]) for k in m.layout.modules}
+        zeros = {k: torch.zeros_like(v) for k, v in x.items()}
+        n = len(batch["row"])
+        self.log(
+            "val_recon_prior", m.recon_error(prior, x), prog_bar=True, batch_size=n, sync_dist=True
+        )
+        metrics = {
+            "val_recon": out["recon"],
+            "val_kl": out["kl"],
+            "val_recon_mean_baseline": m.recon_error(zeros, x),
+            "val_recon_neighbour_baseline": m.recon_error(nbr, x),
+        }
+        if m.config.dw_weight > 0:
+            metrics["val_dw"] = out["dw"]
+        self.log_dict(metrics, batch_size=n, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Keep a copy of the weights with the best ``val_recon_prior`` so far."""
+        score = self.trainer.callback_metrics.get("val_recon_prior")
+        if (
+            score is not None
+            and not self.trainer.sanity_checking
+            and float(score) < self.best_score
+        ):
+            self.best_score = float(score)
+            state = self.model.state_dict()
+            self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )

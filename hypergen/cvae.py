@@ -351,10 +351,18 @@ class LoraCVAE(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically."""
+    def save_pretrained(
+        self, folder: str | Path, overwrite: bool = False, dtype: torch.dtype = torch.float32
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically.
+
+        ``dtype=torch.float16`` halves the file; :meth:`from_pretrained` loads it back as fp32.
+        """
         folder = Path(folder)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {
+            k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in self.state_dict().items()
+        }
         with atomic_dir(folder, overwrite=overwrite) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--zoo", required=True, help="zoo folder or zoo export file (.safetensors)")
     add("--out", required=True, type=Path, help="folder to write the generator to")
     add("--overwrite", action="store_true", help="replace an existing --out folder")
+    add(
+        "--save-dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="dtype of the saved weights (default float16: half the bytes; loaded as fp32)",
+    )
     add("--warm-start", type=Path, help="fine-tune this generator (same layout and encoder)")
     add("--logs", type=Path, help="logs and Lightning checkpoints (default: <out>-logs)")
     add("--quiet", action="store_true", help="no progress bar or model summary")
@@ -244,7 +251,8 @@ def train(args: argparse.Namespace) -> int:
     config = model.config
     config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
     config.extra = _record(module, trainer, data, args, time.perf_counter() - start)
-    model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite)
+    dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
+    model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)
     print(f"wrote {args.out}: {model.num_parameters():,} parameters (logs in {logs})")
     if has_val:
         baseline = config.extra["last_metrics"].get("val_recon_mean_baseline", float("nan"))

@@ -323,3 +323,22 @@ def test_size_does_not_grow_with_the_zoo_and_barely_with_depth():
     assert deeper.num_parameters() - smol.num_parameters() == 30 * config.pos_dim
     zoo = smollm2_layout().num_params * 300  # a zoo of 300 experts
     assert smol.num_parameters() < zoo / 10
+
+
+def test_fp16_checkpoint_loads_close_to_fp32(tmp_path):
+    import numpy as np
+
+    from training.module import new_model
+
+    bank = structured_bank()
+    model = new_model(bank, np.arange(len(bank))).eval()
+    model.save_pretrained(tmp_path / "f32")
+    model.save_pretrained(tmp_path / "f16", dtype=torch.float16)
+    size = {d: (tmp_path / d / "model.safetensors").stat().st_size for d in ("f32", "f16")}
+    assert size["f16"] < 0.6 * size["f32"]
+    a, b = (LoraCVAE.from_pretrained(tmp_path / d) for d in ("f32", "f16"))
+    assert next(b.parameters()).dtype == torch.float32
+    cond = a.condition_inputs(bank, bank.embeddings[:2])
+    wa, wb = a.generate(cond, temperature=0), b.generate(cond, temperature=0)
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() < 1e-2 * (wa[k].abs().max() + 1e-6)

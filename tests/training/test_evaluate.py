@@ -1,0 +1,242 @@
+"""The quality benchmark (``hypergen-eval``) on the tiny model, a tiny zoo of synthetic-task
+experts and an untrained generator: every method scores every task, the outputs are written, a
+failing method fails the run, and the topk-merge and gain-share arithmetic is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
+from expert_zoo.tasks import is_held_out, synthetic_tasks
+from expert_zoo.train import ExpertTrainConfig
+from hypergen.base_model import BaseModel
+from hypergen.encoder import TaskEncoder
+from hypergen.layout import LoraLayout, delta_weights
+from tests.conftest import byte_tokenizer, random_adapter, tiny_llama
+from training import evaluate, methods, report
+from training.baselines import AdapterSlot, merge_topk, similarity_weights
+from training.module import new_model
+
+RECIPE = ExpertTrainConfig(steps=2, batch_size=4, max_length=64, eval_examples=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and leave the other core to other jobs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A zoo of random experts for the 7 zoo-side synthetic tasks and an untrained generator."""
+    root = tmp_path_factory.mktemp("eval")
+    encoder = TaskEncoder()
+    layout = LoraLayout.for_model(tiny_llama())
+    zoo = ExpertZoo(root / "zoo")
+    zoo_tasks = [t for t in synthetic_tasks() if not is_held_out(t.family)]
+    for i, task in enumerate(zoo_tasks):
+        record = ExpertRecord(
+            expert_id=expert_id_for(task.task_id),
+            task_id=task.task_id,
+            family=task.family,
+            descriptions=list(task.descriptions),
+            encoder=encoder.name,
+            base_model="tiny-llama",
+            layout=layout.to_dict(),
+            metrics={"recipe": asdict(RECIPE)},
+        )
+        adapter = random_adapter(layout, seed=i, scale=0.2)
+        zoo.add(record, adapter, encoder.encode(list(task.descriptions)))
+    from hypergen.bank import ExpertBank
+
+    bank = ExpertBank.load(zoo.root)
+    torch.manual_seed(0)
+    model = new_model(bank, np.arange(len(bank)), k=3, hidden_dim=32, latent_dim=4, cond_dim=16)
+    with torch.no_grad():  # as if trained: the heads start at zero, which ignores the latent
+        for name, param in model.named_parameters():
+            if name.startswith("heads."):
+                param.normal_(0, 0.02)
+    model.save_pretrained(root / "generator")
+    return root
+
+
+def _argv(setup, tiny_model_dir, out, *extra) -> list[str]:
+    return [
+        "--generator",
+        str(setup / "generator"),
+        "--zoo",
+        str(setup / "zoo"),
+        "--base-model",
+        str(tiny_model_dir),
+        "--source",
+        "synthetic",
+        "--eval-examples",
+        "4",
+        "--oracle-steps",
+        "2",
+        "--multitask-steps",
+        "2",
+        "--best-of-n",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, tiny_model_dir):
+    out = setup / "results"
+    assert evaluate.main(_argv(setup, tiny_model_dir, out)) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_every_method_scores_every_task(full_run):
+    out, results = full_run
+    held_out = sorted(t.task_id for t in synthetic_tasks() if is_held_out(t.family))
+    assert [t["task_id"] for t in results["tasks"]] == held_out
+    assert results["methods"] == list(methods.METHODS)
+    for task in results["tasks"]:
+        assert task["n"] == 4
+        assert set(task["scores"]) == set(methods.METHODS)
+        assert all(0.0 <= s <= 1.0 for s in task["scores"].values())
+        for m in ("base+description", "nearest", "hypergen"):  # original + 2 paraphrases
+            detail = task["details"][m]
+            assert len(detail["by_description"]) == 3
+            assert detail["spread"]["min"] <= detail["score"] <= detail["spread"]["max"]
+        merge = task["details"]["topk-merge"]
+        assert len(merge["experts"]) == 3 and abs(sum(merge["weights"]) - 1) < 1e-6
+        best = task["details"][report.BEST_OF_N]
+        assert len(best["sample_scores"]) == 2 and best["score"] == max(best["sample_scores"])
+    assert set(results["summary"]["means"]) == set(methods.METHODS)
+    assert set(results["timings"]) == set(methods.METHODS)
+    assert results["training"]["multitask"]["steps"] == 2
+    assert set(results["training"]["oracle"]) == set(held_out)
+    assert results["config"]["recipe"]["steps"] == 2 and results["config"]["k"] == 3
+    assert results["command"].startswith("hypergen-eval --generator ")
+
+
+def test_outputs_written(full_run):
+    out, results = full_run
+    md = (out / "results.md").read_text()
+    assert f"Command: `{results['command']}`" in md
+    assert "| **mean** |" in md and "hypergen-best-of-n†" in md and "upper bound" in md
+    assert "Spread over descriptions" in md
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_rerun_reuses_cached_adapters(full_run, setup, tiny_model_dir):
+    out, first = full_run
+    argv = _argv(setup, tiny_model_dir, out, "--methods", "oracle,multitask,base")
+    assert evaluate.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"] == ["base", "multitask", "oracle"]
+    assert again["training"]["multitask"]["cached"] is True
+    assert all(m["cached"] for m in again["training"]["oracle"].values())
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):
+        for m in again["methods"]:  # same examples, same adapters: same numbers
+            assert a["scores"][m] == b["scores"][m]
+
+
+def test_failing_method_fails_the_run(setup, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    def broken(h, task, examples):
+        raise RuntimeError("no expert for you")
+
+    monkeypatch.setitem(methods.RUNNERS, "nearest", broken)
+    argv = _argv(setup, tiny_model_dir, tmp_path, "--methods", "base,nearest")
+    assert evaluate.main(argv) == 1
+    assert "method 'nearest' failed on task synthetic:" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_missing_generator_or_unknown_method_fails(setup, tiny_model_dir, tmp_path, capsys):
+    argv = _argv(setup, tiny_model_dir, tmp_path, "--methods", "hypergen")
+    argv[1] = str(tmp_path / "nowhere")
+    assert evaluate.main(argv) == 1
+    assert "no generator checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(_argv(setup, tiny_model_dir, tmp_path, "--methods", "base,magic"))
+
+
+def test_gain_share_on_a_hand_made_example():
+    scores = [
+        {"base": 0.2, "oracle": 0.6, "m": 0.4},  # half of the gain
+        {"base": 0.5, "oracle": 0.7, "m": 0.7},  # all of it
+        {"base": 0.5, "oracle": 0.5, "m": 0.9},  # oracle does not beat base: left out
+        {"base": 0.3, "oracle": 0.1, "m": 0.0},  # nor here
+        {"base": 0.4, "oracle": 0.8, "m": 0.3},  # worse than base: -0.25
+    ]
+    share = report.gain_share(scores, "m")
+    assert share["tasks"] == 3
+    assert share["value"] == pytest.approx((0.5 + 1.0 - 0.25) / 3)
+    assert report.gain_share(scores[2:4], "m") == {"value": None, "tasks": 0}
+    assert report.spread([0.2, 0.5, 0.2])["range"] == pytest.approx(0.3)
+
+
+def test_topk_merge_is_the_weighted_sum_of_updates(tiny_layout):
+    experts = [random_adapter(tiny_layout, seed=s) for s in range(3)]
+    weights = similarity_weights(np.array([0.9, 0.7, 0.2]), tau=0.1)
+    assert weights.sum() == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
+    merged = merge_topk(experts, weights.tolist())
+    assert merged.layout.rank == 3 * tiny_layout.rank
+    assert merged.layout.scaling == tiny_layout.scaling
+    got = delta_weights(merged.layout, merged.weights)
+    for m in tiny_layout.modules:
+        want = sum(
+            w * delta_weights(tiny_layout, e.weights)[m]
+            for w, e in zip(weights, experts, strict=True)
+        )
+        torch.testing.assert_close(got[m], want.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_merged_adapter_acts_as_the_weighted_sum_in_the_model(tiny_layout):
+    experts = [random_adapter(tiny_layout, seed=s, scale=0.3) for s in range(2)]
+    merged = merge_topk(experts, [0.25, 0.75])
+    model = tiny_llama()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        before = model(ids).logits
+        slot = AdapterSlot(BaseModel(model, byte_tokenizer(), "tiny"))
+        merged_logits = slot.use(merged)(ids).logits
+        reference = tiny_llama()
+        for m in tiny_layout.modules:
+            delta = sum(
+                w * delta_weights(tiny_layout, e.weights)[m]
+                for w, e in zip([0.25, 0.75], experts, strict=True)
+            )
+            for layer in range(tiny_layout.num_layers):
+                path = tiny_layout.paths[m].format(layer=layer)
+                reference.get_submodule(path).weight += delta[layer]
+        torch.testing.assert_close(merged_logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+        slot.use(experts[0])  # another rank: unloaded and attached afresh
+        assert torch.equal(slot.use(None)(ids).logits, before)  # the base is exactly restored
+
+
+def test_eval_examples_are_fixed_by_the_seed():
+    task = synthetic_tasks(n_eval=16)[0]
+    a = evaluate.eval_examples(task, 5, seed=0)
+    assert a == evaluate.eval_examples(task, 5, seed=0)
+    assert a != evaluate.eval_examples(task, 5, seed=1)
+    assert set(a) <= set(task.eval) and len(a) == 5
+    assert evaluate.eval_examples(task, 100, seed=0) == list(task.eval)
+
+
+def test_help_documents_every_method(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = capsys.readouterr().out
+    for m in methods.METHODS:
+        assert m in text
+    for option in ("--multitask-steps", "--oracle-steps", "--paraphrases", "--best-of-n"):
+        assert option in text

@@ -1,0 +1,329 @@
+"""``hypergen-eval``: the quality benchmark. hypergen against every baseline on held-out tasks.
+
+Every method is scored with :func:`expert_zoo.scoring.score_examples` (multiple-choice
+log-likelihood accuracy, or exact match of the greedy answer) on the same eval examples of each
+task (drawn with ``--seed``), with one base model loaded once; adapters are swapped in place.
+
+Methods (``--methods``, default all, in this order):
+
+  base                zero-shot, the task's inputs as they come
+  base+description    the task description prepended to every input (in the user turn, a blank
+                      line between them): what a user would try first
+  nearest             the zoo expert nearest to the description embedding (top-1)
+  topk-merge          the top-k zoo experts (the generator's k) merged in ΔW space with weights
+                      softmax(similarity / tau) (the generator's tau), as one exact LoRA of rank
+                      k·r (B = [√w_j B_j], A = [√w_j A_j], alpha·k); no training
+  multitask           one LoRA trained with the zoo's recipe on the union of the zoo tasks' train
+                      data: the zoo's budget, recipe steps (and max seconds) × zoo experts,
+                      steps capped by --multitask-steps
+  hypergen            the generator's adapter from the description (the prior's mean)
+  hypergen-best-of-n  --best-of-n samples at temperature 1, the best one on the eval examples:
+                      an oracle-selected upper bound, reported apart from hypergen
+  oracle              an expert trained with the zoo's recipe on the task's own train split
+                      (evaluation only, never added to the zoo)
+
+base+description, nearest and hypergen are also scored with --paraphrases paraphrased
+descriptions (task.descriptions[1:]) and their spread is reported. multitask and oracle adapters
+are cached in <out>/cache and reused by reruns with the same recipe. A method that fails stops
+the run (exit 1); it is never dropped from the table. Writes <out>/results.json (every number,
+the command, seeds, names, timings), results.md and results.png.
+
+Examples::
+
+    hypergen-eval --out results/quality
+    hypergen-eval --families bbq_lite_json,logical_deduction --eval-examples 50 --out results/q2
+    hypergen-eval --methods base,nearest,hypergen --limit 5 --out results/smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from expert_zoo.tasks import Example, Task, is_held_out, iter_bigbench_tasks, synthetic_tasks
+from hypergen.bank import ExpertBank
+from hypergen.base_model import load_base_model
+from hypergen.cvae import CVAEConfig
+from hypergen.encoder import TaskEncoder
+from hypergen.errors import HypergenError
+from hypergen.generator import DEFAULT_ZOO, HyperGen
+from training import report
+from training.baselines import AdapterSlot, BaselineError, ExpertCache, zoo_recipe, zoo_records
+from training.methods import METHOD_NOTES, METHODS, RUNNERS, Harness, MethodError
+
+logger = logging.getLogger("hypergen.eval")
+
+
+# --- tasks and examples ----------------------------------------------------------------------
+def load_tasks(args: argparse.Namespace) -> list[Task]:
+    """The tasks to evaluate: held-out (or all) tasks of ``--source``, filtered and limited."""
+    families = set(args.families.split(",")) if args.families else None
+    if args.source == "bigbench":
+        tasks = list(iter_bigbench_tasks(split=args.tasks, families=families, limit=args.limit))
+    else:
+        tasks = [t for t in synthetic_tasks() if args.tasks == "all" or is_held_out(t.family)]
+        tasks = [t for t in tasks if families is None or t.family in families][: args.limit]
+    if not tasks:
+        raise BaselineError(f"no {args.tasks} {args.source} tasks match --families {args.families}")
+    return tasks
+
+
+def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
+    """``n`` eval examples of ``task`` (all when it has fewer), drawn with ``seed``."""
+    if not task.eval:
+        raise BaselineError(f"task {task.task_id} has no eval examples")
+    pool = list(task.eval)
+    return pool if len(pool) <= n else random.Random(f"{seed}:{task.task_id}").sample(pool, n)
+
+
+def check_held_out(tasks: list[Task], bank: ExpertBank, split: str) -> None:
+    """Refuse a held-out evaluation whose task families are in the zoo (contamination)."""
+    leaked = sorted({t.family for t in tasks} & set(bank.families))
+    if split == "held_out" and leaked:
+        raise BaselineError(f"held-out families {leaked} have experts in zoo {bank.name}")
+
+
+# --- the run ---------------------------------------------------------------------------------
+def build_harness(args: argparse.Namespace, methods: list[str]) -> Harness:
+    """Load the base model once, the zoo, the encoder and (when a method needs it) the generator."""
+    zoo = args.zoo if args.zoo is not None else DEFAULT_ZOO
+    generator = None
+    if any(m.startswith("hypergen") for m in methods):
+        generator = HyperGen.from_pretrained(args.generator, zoo, args.encoder, args.base_model)
+        bank, encoder, config = generator.bank, generator.encoder, generator.cvae.config
+    else:
+        bank, encoder = ExpertBank.load(zoo), TaskEncoder(args.encoder)
+        config = {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
+        config = argparse.Namespace(**config)
+    base = load_base_model(args.base_model)
+    base.model.to(args.device).eval()
+    slot = AdapterSlot(base)
+    known = set(bank.expert_ids)  # the zoo may grow while we run: keep the experts we loaded
+    return Harness(
+        base=base,
+        slot=slot,
+        bank=bank,
+        encoder=encoder,
+        generator=generator,
+        cache=ExpertCache(args.out / "cache", base, slot),
+        records=[r for r in zoo_records(zoo) if r["expert_id"] in known],
+        k=args.k or config.k,
+        tau=args.tau or config.tau,
+        seed=args.seed,
+        paraphrases=args.paraphrases,
+        best_of_n=args.best_of_n,
+        oracle_steps=args.oracle_steps,
+        multitask_steps=args.multitask_steps,
+    )
+
+
+def run_task(h: Harness, task: Task, methods: list[str], n: int, bar, timings: dict) -> dict:
+    """Every method on one task's eval examples; a failing method raises :class:`MethodError`."""
+    examples = eval_examples(task, n, h.seed)
+    entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
+    entry["descriptions"] = list(h.descriptions(task))
+    entry["scores"], entry["details"] = {}, {}
+    for method in methods:
+        bar.set_postfix_str(f"{task.task_id.split(':', 1)[-1][:40]} · {method}")
+        start = time.perf_counter()
+        try:
+            result = RUNNERS[method](h, task, examples)
+        except Exception as exc:
+            raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
+        seconds = time.perf_counter() - start
+        timings[method] = timings.get(method, 0.0) + seconds
+        entry["scores"][method] = float(result["score"])
+        entry["details"][method] = {**result, "seconds": round(seconds, 3)}
+        entry["metric"] = result["metric"]
+        bar.update()
+    return entry
+
+
+def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Run the benchmark as ``args`` say; returns the results (also written to ``args.out``)."""
+    start, methods = time.perf_counter(), parse_methods(args.methods)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    tasks = load_tasks(args)
+    h = build_harness(args, methods)
+    check_held_out(tasks, h.bank, args.tasks)
+    logger.info(
+        "%d tasks × %d methods, %d eval examples each", len(tasks), len(methods), args.eval_examples
+    )
+    timings: dict[str, float] = {}
+    with tqdm(total=len(tasks) * len(methods), desc="hypergen-eval", disable=args.quiet) as bar:
+        entries = [run_task(h, t, methods, args.eval_examples, bar, timings) for t in tasks]
+    results = {
+        "command": "hypergen-eval " + shlex.join(argv),
+        "argv": argv,
+        "started": started,
+        "seconds": time.perf_counter() - start,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "models": _names(args, h),
+        "methods": methods,
+        "method_notes": {m: METHOD_NOTES[m] for m in methods},
+        "tasks": entries,
+        "timings": {m: round(timings[m], 2) for m in methods},
+        "training": h.training,
+    }
+    results["config"].update(k=h.k, tau=h.tau, recipe=_recipe(h))
+    results["summary"] = report.summarise(entries, methods)
+    report.write_outputs(results, args.out)
+    return results
+
+
+def _names(args: argparse.Namespace, h: Harness) -> dict:
+    return {
+        "base_model": h.base.name,
+        "base_model_source": str(args.base_model or "default"),
+        "zoo": h.bank.name,
+        "zoo_path": str(args.zoo if args.zoo is not None else DEFAULT_ZOO),
+        "zoo_experts": len(h.bank),
+        "generator": None if h.generator is None else str(args.generator or "default"),
+        "generator_parameters": None if h.generator is None else h.generator.cvae.num_parameters(),
+        "encoder": h.encoder.name,
+    }
+
+
+def _recipe(h: Harness) -> dict | None:
+    try:
+        return json.loads(json.dumps(asdict(zoo_recipe(h.records))))
+    except BaselineError:
+        return None
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+def parse_methods(text: str | None) -> list[str]:
+    """``"base,hypergen"`` -> the methods in benchmark order; unknown names raise."""
+    if not text:
+        return list(METHODS)
+    wanted = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(METHODS))
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"unknown methods {unknown}; choose from {', '.join(METHODS)}"
+        )
+    return [m for m in METHODS if m in wanted]
+
+
+def _methods(text: str) -> str:
+    parse_methods(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hypergen-eval",
+        description="Score hypergen against every baseline on held-out tasks; write "
+        "results.json, results.md and results.png.",
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add(
+        "--out",
+        type=Path,
+        default=Path("results/quality"),
+        help="results folder (default: %(default)s)",
+    )
+    add("--generator", type=Path, help="generator checkpoint folder (default: the shipped one)")
+    add("--zoo", type=Path, help="zoo folder or export file (default: the shipped zoo)")
+    add("--base-model", help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    add("--encoder", help="sentence-transformers folder (default: all-MiniLM-L6-v2)")
+    add(
+        "--source",
+        choices=["bigbench", "synthetic"],
+        default="bigbench",
+        help="task source (synthetic: the code-generated test tasks)",
+    )
+    add(
+        "--tasks",
+        choices=["held_out", "all"],
+        default="held_out",
+        help="held-out families only (the benchmark) or all (in-distribution diagnostics)",
+    )
+    add("--families", help="comma-separated families to keep (default: all of --tasks)")
+    add("--limit", type=int, help="evaluate only the first N tasks")
+    add(
+        "--eval-examples",
+        type=int,
+        default=100,
+        help="eval examples per task, the same for every method (default: %(default)s)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the eval example draw and of the best-of-n samples (default: %(default)s)",
+    )
+    add(
+        "--methods",
+        type=_methods,
+        help=f"comma-separated subset of: {', '.join(METHODS)} (default: all)",
+    )
+    add(
+        "--paraphrases",
+        type=int,
+        default=2,
+        help="paraphrased descriptions also scored for base+description, nearest, hypergen (default: %(default)s)",
+    )
+    add("--k", type=int, help="experts merged by topk-merge (default: the generator's k)")
+    add(
+        "--tau",
+        type=float,
+        help="softmax temperature of the topk-merge weights (default: the generator's tau)",
+    )
+    add(
+        "--best-of-n",
+        type=int,
+        default=4,
+        help="samples for hypergen-best-of-n (default: %(default)s)",
+    )
+    add("--oracle-steps", type=int, help="oracle training steps (default: the zoo recipe's)")
+    add(
+        "--multitask-steps",
+        type=int,
+        help="cap on multitask training steps (default: recipe steps × zoo experts)",
+    )
+    add("--device", default="cpu", help="torch device of the base model (default: %(default)s)")
+    add("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("eval_examples", "best_of_n", "limit", "k", "oracle_steps", "multitask_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"hypergen-eval: --{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.paraphrases < 0 or (args.tau is not None and args.tau <= 0):
+        raise SystemExit("hypergen-eval: --paraphrases must be >= 0 and --tau > 0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    _check(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        results = evaluate(args, argv)
+    except (MethodError, HypergenError, ValueError) as exc:
+        logger.error("hypergen-eval failed; no results written", exc_info=exc)
+        print(f"hypergen-eval: error: {exc}", file=sys.stderr)
+        return 1
+    means = results["summary"]["means"]
+    print(f"wrote {args.out}/results.{{json,md,png}} in {results['seconds']:.0f} s")
+    print("\n".join(f"{m:>20}  {means[m]:.3f}" for m in results["methods"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

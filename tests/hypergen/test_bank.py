@@ -6,7 +6,7 @@ from expert_zoo.store import ExpertZoo
 from hypergen.bank import BankError, ExpertBank, read_zoo_export
 from hypergen.layout import LoraLayout
 from tests.conftest import tiny_llama
-from tests.expert_zoo.test_store import make_expert, unit_rows
+from tests.expert_zoo.helpers import make_expert, unit_rows
 
 
 @pytest.fixture(scope="module")

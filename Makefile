@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run app test lint clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(PY) -m hypergen.demo
+
+app: install
+	$(PY) -m app $(ARGS)
 
 test: install
 	$(PY) -m pytest

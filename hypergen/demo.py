@@ -1,6 +1,9 @@
-"""``make run`` until the generator lands: load the default base model and task encoder, fit a
-small LoRA adapter on a handful of examples, save it as a PEFT folder, load it back, merge it,
-and print the base model's answer next to the adapted one.
+"""``make run``: generate an adapter from a task description with the shipped generator and zoo,
+save it as a PEFT folder, check that ``PeftModel.from_pretrained`` loads it, and print the base
+model's answer to a sample input next to the adapted model's.
+
+``--fit`` runs the pre-generator demo instead: fit a small LoRA on eight examples (12 steps),
+save, reload, merge and compare.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ EXAMPLES = [
     ("Friendly service and fair prices, we will be back.", "positive"),
 ]
 PROBE = "The hotel was spotless and the breakfast was wonderful."
+GEN_DESCRIPTION = "Read a hotel review and say whether it is positive or negative."
+GEN_INPUT = (
+    "Review: The room was dirty and the staff were rude. Is this review positive or negative?"
+)
 
 
 def fit_lora(model, tokenizer, pairs, steps: int, lr: float = 2e-3, seed: int = 0):
@@ -62,9 +69,51 @@ def _zeros(layout: LoraLayout) -> dict[str, torch.Tensor]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out/demo-adapter"), help="adapter folder")
-    parser.add_argument("--steps", type=int, default=12, help="LoRA training steps")
+    parser.add_argument("--description", default=GEN_DESCRIPTION, help="the task, in words")
+    parser.add_argument("--input", default=GEN_INPUT, help="a sample input of that task")
+    parser.add_argument("--fit", action="store_true", help="run the LoRA-fitting demo instead")
+    parser.add_argument("--steps", type=int, default=12, help="LoRA steps of the --fit demo")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.fit:
+        fit_demo(args)
+    else:
+        generate_demo(args)
+
+
+def generate_demo(args) -> None:
+    """Description in, PEFT adapter out, base vs adapted answers."""
+    from peft import PeftModel
+
+    from hypergen.generator import HyperGen
+
+    t0 = time.perf_counter()
+    gen = HyperGen.from_pretrained()
+    info = gen.info()
+    print(
+        f"loaded generator ({info['generator_parameters']:,} parameters), zoo of "
+        f"{info['zoo_experts']} experts and {info['encoder']} in {time.perf_counter() - t0:.1f} s"
+    )
+    before = answer(gen.base.model, gen.base.tokenizer, args.input)
+    t0 = time.perf_counter()
+    adapter = gen.generate(args.description)
+    print(
+        f"task: {args.description!r}\ngenerated a LoRA adapter in "
+        f"{1000 * (time.perf_counter() - t0):.0f} ms; nearest zoo experts:"
+    )
+    for expert_id, _, sim in adapter.neighbors:
+        print(f"  {sim:.3f}  {expert_id}")
+    adapter.save_pretrained(args.out, overwrite=True)
+    check = PeftModel.from_pretrained(load_base_model().model, str(args.out))
+    n_lora = sum("lora_A" in name for name, _ in check.named_modules()) // 2
+    print(f"saved {args.out}; PeftModel.from_pretrained loads it ({n_lora} LoRA layers)")
+    after = answer(gen.apply(adapter), gen.base.tokenizer, args.input)
+    print(f"input:   {args.input}\nbase:    {before}\nadapted: {after}")
+
+
+def fit_demo(args) -> None:
+    """The pre-generator demo: fit, save, reload, merge, compare."""
+    logging.getLogger("hypergen.demo").setLevel(logging.INFO)
 
     t0 = time.perf_counter()
     base = load_base_model()

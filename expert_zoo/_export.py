@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from expert_zoo._index import Snapshot, ZooError
+from hypergen._untrusted import FLOAT_DTYPES, read_safetensors_header
 from hypergen.adapter_io import LoraAdapter
 from hypergen.bank import EXPORT_FORMAT, BankError, ZooExport, read_zoo_export
 
@@ -50,8 +51,28 @@ def write(path: Path, snap: Snapshot, adapters: list[LoraAdapter], rows: np.ndar
 
 
 def read(path: Path) -> ZooExport:
-    """Read an export file written by :func:`write` (``ExpertZoo.export``)."""
+    """Read an export file written by :func:`write` (``ExpertZoo.export``).
+
+    Its header is checked first (size, known keys, dtypes, one expert axis), so a crafted file
+    is refused before its tensors are read; records and values are checked on import.
+    """
+    if path.is_file():
+        _check_header(path)
     try:
         return read_zoo_export(path)
     except BankError as exc:
         raise ZooError(str(exc)) from exc
+
+
+_DTYPES = {"embeddings": {"F32"}, "row_expert": {"I64"}, "row_description": {"I64"}}
+
+
+def _check_header(path: Path) -> None:
+    tensors, _ = read_safetensors_header(path, ZooError)
+    experts = {t.shape[0] for k, t in tensors.items() if k.startswith("weights.") and t.shape}
+    for key, entry in tensors.items():
+        allowed = _DTYPES.get(key, FLOAT_DTYPES if key.startswith("weights.") else set())
+        if entry.dtype not in allowed:
+            raise ZooError(f"{path}: unexpected tensor {key!r} ({entry.dtype} {entry.shape})")
+    if len(experts) > 1:
+        raise ZooError(f"{path}: weight tensors disagree on the number of experts: {experts}")

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from expert_zoo._index import ZooError, record_problem
+from hypergen._untrusted import read_safetensors_header
 from hypergen.adapter_io import CONFIG_NAME, WEIGHTS_NAME, LoraAdapter
 
 NORM_TOLERANCE = 1e-3
@@ -26,6 +27,8 @@ NORM_TOLERANCE = 1e-3
 RECORD_NAME = "expert.json"
 EMBEDDINGS_NAME = "embeddings.safetensors"
 _EMBEDDINGS_KEY = "embeddings"
+MAX_EMBEDDING_NUMBERS = 1 << 24
+"""Most numbers one expert's embeddings file may hold (e.g. 4096 descriptions of 4096-d)."""
 
 
 def content_hash(folder: Path) -> str:
@@ -61,8 +64,22 @@ def save_embeddings(embeddings: np.ndarray, path: Path) -> None:
 
 
 def read_embeddings(folder: Path) -> np.ndarray:
-    """The stored description embeddings, float32 ``(n_descriptions, dim)``."""
-    return load_file(str(folder / EMBEDDINGS_NAME))[_EMBEDDINGS_KEY]
+    """The stored description embeddings, float32 ``(n_descriptions, dim)``, finite.
+
+    The file's header is checked before it is read (one float32 matrix of at most
+    :data:`MAX_EMBEDDING_NUMBERS`); anything else raises :class:`ZooError`.
+    """
+    path = folder / EMBEDDINGS_NAME
+    tensors, _ = read_safetensors_header(path, ZooError)
+    entry = tensors.get(_EMBEDDINGS_KEY)
+    if set(tensors) != {_EMBEDDINGS_KEY} or entry.dtype != "F32" or len(entry.shape) != 2:
+        raise ZooError(f"{path}: expected one float32 matrix {_EMBEDDINGS_KEY!r}, found {tensors}")
+    if entry.numel > MAX_EMBEDDING_NUMBERS:
+        raise ZooError(f"{path}: {entry.shape} embeddings, more than {MAX_EMBEDDING_NUMBERS:,}")
+    emb = load_file(str(path))[_EMBEDDINGS_KEY]
+    if not np.isfinite(emb).all():
+        raise ZooError(f"{path}: embeddings hold NaN or inf")
+    return emb
 
 
 def write_record(folder: Path, record: dict) -> None:

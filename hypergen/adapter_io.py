@@ -6,22 +6,34 @@ peft's ``LoraConfig.save_pretrained`` and read with ``PeftConfig.from_pretrained
 ``load_peft_weights``, so ``PeftModel.from_pretrained`` and LoRA-serving engines load it as is.
 hypergen's own record (layout, base model name, free-form metadata) rides in the safetensors
 header, so a folder made elsewhere still loads (its layout is then inferred from its keys).
-Pickle files (``adapter_model.bin``) are refused.
+
+A folder from elsewhere is checked before its weights are read (see :mod:`hypergen._untrusted`):
+the header's size, then known keys only, each with the layout's shape and a float dtype; then
+the values (finite). Pickle files (``adapter_model.bin``, ``.pt``, ``.ckpt``) are refused. The
+zip the app offers for download loads as is: it is unpacked with path-traversal and zip-bomb
+checks into a temporary folder.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftConfig
 from peft.utils import get_peft_model_state_dict, load_peft_weights
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hypergen._fs import atomic_dir
+from hypergen._untrusted import (
+    TensorEntry,
+    check_tensors,
+    extract_zip,
+    read_safetensors_header,
+    refuse_pickle,
+)
 from hypergen.canonical import canonicalize
 from hypergen.errors import AdapterError
 from hypergen.layout import LoraLayout, Weights
@@ -108,31 +120,80 @@ class LoraAdapter:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, layout: LoraLayout | None = None) -> LoraAdapter:
-        """Read and validate a PEFT LoRA folder.
+        """Read and validate a PEFT LoRA folder (or a zip of one, as the app downloads).
 
         Args:
-            folder: a folder holding ``adapter_config.json`` and ``adapter_model.safetensors``.
+            folder: a folder holding ``adapter_config.json`` and ``adapter_model.safetensors``,
+                or a ``.zip`` holding one such folder.
             layout: the layout the adapter must match (e.g. the base model's); ``None`` accepts
                 the layout the folder records or implies.
         """
         folder = Path(folder)
-        config, record = _read_config(folder), _read_record(folder)
+        if folder.suffix.lower() == ".zip" and folder.is_file():
+            return cls._from_zip(folder, layout)
+        refuse_pickle(folder, AdapterError)
+        config = _read_config(folder)
+        tensors, meta = read_safetensors_header(folder / WEIGHTS_NAME, AdapterError)
+        record = _parse_record(folder, meta)
+        found = (
+            LoraLayout.from_dict(record["layout"])
+            if "layout" in record
+            else _infer_layout(folder, tensors, config)
+        )
+        if layout is not None:
+            layout.check_matches(found, what=f"adapter {folder}")
+        expected = _peft_shapes(folder, found, tensors)
+        check_tensors(folder / WEIGHTS_NAME, tensors, expected, AdapterError)
         try:
             sd = load_peft_weights(str(folder), device="cpu")
         except Exception as exc:  # safetensors raises its own error types on corrupt files
             raise AdapterError(
                 f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {exc}"
             ) from exc
-        found = (
-            LoraLayout.from_dict(record["layout"])
-            if "layout" in record
-            else LoraLayout.from_peft_state_dict_keys(sd, config.r, config.lora_alpha)
-        )
-        if layout is not None:
-            layout.check_matches(found, what=f"adapter {folder}")
         weights = found.from_peft_state_dict(sd)
         base = record.get("base_model") or config.base_model_name_or_path or "unknown"
-        return cls(found, weights, base, record.get("metadata", {}))
+        return cls(found, weights, str(base), record.get("metadata", {}))
+
+    @classmethod
+    def _from_zip(cls, archive: Path, layout: LoraLayout | None) -> LoraAdapter:
+        with tempfile.TemporaryDirectory(prefix="hypergen-adapter-") as tmp:
+            try:
+                files = extract_zip(archive, Path(tmp))
+            except ValueError as exc:
+                raise AdapterError(str(exc)) from exc
+            folders = sorted({p.parent for p in files if p.name == CONFIG_NAME})
+            if len(folders) != 1:
+                raise AdapterError(
+                    f"{archive} holds {len(folders)} adapter folders ({CONFIG_NAME}); expected one"
+                )
+            return cls.from_pretrained(folders[0], layout)
+
+
+def _infer_layout(folder: Path, tensors: dict[str, TensorEntry], config: LoraConfig) -> LoraLayout:
+    """The layout a folder without hypergen's record implies, from header shapes only."""
+    bad = [k for k, t in tensors.items() if len(t.shape) != 2]
+    if bad:
+        raise AdapterError(f"{folder / WEIGHTS_NAME}: tensor {bad[0]} is not a 2-D LoRA matrix")
+    shapes = {k: torch.empty(t.shape, device="meta") for k, t in tensors.items()}
+    return LoraLayout.from_peft_state_dict_keys(shapes, config.r, config.lora_alpha)
+
+
+def _peft_shapes(
+    folder: Path, layout: LoraLayout, tensors: dict[str, TensorEntry]
+) -> dict[str, tuple[int, ...]]:
+    """PEFT key -> shape that ``layout`` expects (after a cheap count check on the header)."""
+    count = 2 * layout.num_layers * len(layout.modules)
+    if count != len(tensors):
+        raise AdapterError(
+            f"{folder / WEIGHTS_NAME} holds {len(tensors)} tensors; its layout needs {count}"
+        )
+    stacked = layout.expected_shapes()
+    return {
+        layout.peft_key(m, layer, ab): stacked[f"{m}.{ab}"][1:]
+        for m in layout.modules
+        for layer in range(layout.num_layers)
+        for ab in "AB"
+    }
 
 
 def _read_config(folder: Path) -> LoraConfig:
@@ -141,11 +202,8 @@ def _read_config(folder: Path) -> LoraConfig:
     if not (folder / CONFIG_NAME).is_file():
         raise AdapterError(f"{folder} has no {CONFIG_NAME}: not a PEFT adapter folder")
     if not (folder / WEIGHTS_NAME).is_file():
-        if (folder / "adapter_model.bin").is_file():
-            raise AdapterError(
-                f"{folder} holds a pickle adapter_model.bin, which hypergen never loads: convert it "
-                "with `PeftModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)`"
-            )
+        for pickled in sorted(folder.glob("adapter_model.*")):
+            refuse_pickle(pickled, AdapterError)
         raise AdapterError(f"{folder} has no {WEIGHTS_NAME}")
     try:
         config = PeftConfig.from_pretrained(str(folder))
@@ -156,15 +214,11 @@ def _read_config(folder: Path) -> LoraConfig:
     return config
 
 
-def _read_record(folder: Path) -> dict:
+def _parse_record(folder: Path, meta: dict[str, str]) -> dict:
     try:
-        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:
-        raise AdapterError(
-            f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {exc}"
-        ) from exc
-    try:
-        return json.loads(meta[_META_KEY]) if _META_KEY in meta else {}
-    except json.JSONDecodeError as exc:
+        record = json.loads(meta[_META_KEY]) if _META_KEY in meta else {}
+    except (ValueError, RecursionError) as exc:
         raise AdapterError(f"{folder / WEIGHTS_NAME}: corrupt hypergen metadata: {exc}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("metadata", {}), dict):
+        raise AdapterError(f"{folder / WEIGHTS_NAME}: hypergen metadata is not a JSON record")
+    return record

@@ -4,7 +4,8 @@ local transformers folder, or any local GGUF file.
 A GGUF file is dequantised to fp32 once (~20 s for SmolLM2-135M) and cached as safetensors under
 ``$HYPERGEN_HOME/models``; later loads read the cache (~0.2 s). The conversion holds a file lock,
 so two processes starting at once convert once, and the cache folder is published atomically, so a
-half-written cache is never used.
+half-written cache is never used. Weights are read from safetensors only: a folder holding only
+pickle weights (``pytorch_model.bin``) is refused with a way to convert it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from transformers import (
 )
 
 from hypergen._fs import atomic_dir, hypergen_home, path_lock
+from hypergen._untrusted import refuse_pickle
 from hypergen.errors import BaseModelError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ def load_base_model(
             folder, name = gguf_cache_folder(path), _slug(path.stem)
         elif path.is_dir() and (path / "config.json").is_file():
             folder, name = path, _slug(path.name)
+            if not any(folder.glob("*.safetensors")):
+                for other in sorted(folder.iterdir()):
+                    refuse_pickle(other, BaseModelError)
         else:
             raise BaseModelError(
                 f"{path} is neither a transformers folder with config.json nor a .gguf file"
@@ -98,7 +103,8 @@ def _load_causal_lm(
     folder: Path, dtype: torch.dtype, gguf_file: str | None = None
 ) -> PreTrainedModel:
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)
+        weights = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **weights)
     except (ValueError, KeyError, OSError) as exc:
         where = folder / gguf_file if gguf_file else folder
         raise BaseModelError(

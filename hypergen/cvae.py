@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from hypergen._fs import atomic_dir
+from hypergen._untrusted import UntrustedFileError, load_safetensors, refuse_pickle
 from hypergen.conditioning import (
     chunk_size,
     condition_inputs,
@@ -68,6 +70,9 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MAX_PARAMETERS = 1_000_000_000
+"""Largest generator a checkpoint may describe (the default has a few million); checked on the
+meta device, before anything is allocated or read."""
 _STD_FLOOR = 0.05
 """Per-coordinate std is at least this fraction of the module's RMS (few experts: var ~ 0)."""
 
@@ -376,8 +381,14 @@ class LoraCVAE(nn.Module):
         expected_embed_dim: int | None = None,
     ) -> LoraCVAE:
         """Load a checkpoint (in eval mode); refuse one made for another layout or encoder
-        dimension with a :class:`CheckpointError` naming what was expected and found."""
+        dimension with a :class:`CheckpointError` naming what was expected and found.
+
+        The weights file is checked before it is read: header size, exactly the keys, shapes
+        and float dtypes its config implies (at most :data:`MAX_PARAMETERS`); then the values
+        must be finite. Pickle checkpoints (Lightning's ``.ckpt``, ``.bin``, ``.pt``) are refused.
+        """
         folder = Path(folder)
+        refuse_pickle(folder, CheckpointError)
         config = _read_config(folder)
         if expected_layout is not None:
             try:
@@ -391,23 +402,39 @@ class LoraCVAE(nn.Module):
                 f"generator {folder} expects {config.embed_dim}-d description embeddings "
                 f"(encoder {config.encoder!r}), found {expected_embed_dim}-d ones"
             )
+        state = _read_weights(folder / WEIGHTS_NAME, config)
         model = cls(config)
-        try:
-            model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
-        except Exception as exc:  # safetensors' own errors, or missing / misshapen keys
-            raise CheckpointError(
-                f"{folder / WEIGHTS_NAME} does not fit its config: {exc}"
-            ) from exc
+        model.load_state_dict(state, strict=True)
         return model.eval()
+
+
+def _read_weights(path: Path, config: CVAEConfig) -> dict[str, Tensor]:
+    """The checked state dict at ``path`` for a model of ``config`` (built on the meta device,
+    so a config describing a huge model allocates nothing)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in LoraCVAE(config).state_dict().items()}
+    total = sum(math.prod(s) for s in shapes.values())
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path.parent / CONFIG_NAME} describes a generator of {total:,} numbers, more than "
+            f"the {MAX_PARAMETERS:,} allowed: refusing to build it"
+        )
+    try:
+        return load_safetensors(path, shapes)
+    except UntrustedFileError as exc:
+        raise CheckpointError(f"{path.parent} does not fit its config: {exc}") from exc
 
 
 def _read_config(folder: Path) -> CVAEConfig:
     path = folder / CONFIG_NAME
+    if not (folder / WEIGHTS_NAME).is_file():
+        for other in sorted(folder.glob("*")):
+            refuse_pickle(other, CheckpointError)
     if not path.is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(
             f"{folder} is not a generator checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
         )
     try:
         return CVAEConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:  # JSONDecodeError and LayoutError are ValueErrors
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError, LayoutError too
         raise CheckpointError(f"{path} is not a valid generator config: {exc}") from exc

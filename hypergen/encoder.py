@@ -7,6 +7,7 @@ any local sentence-transformers folder works by path. Nothing is downloaded.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,7 +94,14 @@ class TaskEncoder:
 
 
 def check_description(text: object, where: str | None = None) -> str:
-    """Return ``text`` if it is a usable description, else raise :class:`DescriptionError`."""
+    """Return ``text`` if it is a usable description, else raise :class:`DescriptionError`.
+
+    A description is a ``str`` (not bytes), not blank, at most :data:`MAX_DESCRIPTION_CHARS`
+    long, valid Unicode (no lone surrogates) and free of control characters other than tab and
+    newlines. Everything else is text and is encoded as given: other scripts, right-to-left and
+    zero-width marks, emoji, and instructions ("ignore the above ...": a description is only
+    ever embedded, never run or obeyed).
+    """
     label = where or "description"
     if not isinstance(text, str):
         raise DescriptionError(f"{label} must be a str, got {type(text).__name__}")
@@ -103,4 +111,15 @@ def check_description(text: object, where: str | None = None) -> str:
         raise DescriptionError(
             f"{label} has {len(text)} characters, more than the {MAX_DESCRIPTION_CHARS} allowed"
         )
+    bad = next((i for i, ch in enumerate(text) if _unusable(ch)), None)
+    if bad is not None:
+        code = f"U+{ord(text[bad]):04X} at position {bad}"
+        if unicodedata.category(text[bad]) == "Cs":
+            raise DescriptionError(f"{label} is not valid Unicode: lone surrogate {code}")
+        raise DescriptionError(f"{label} holds the control character {code}: remove it")
     return text
+
+
+def _unusable(ch: str) -> bool:
+    """A C0/C1 control character other than tab/newline/CR, or a lone surrogate."""
+    return unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\t\n\r"

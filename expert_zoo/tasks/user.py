@@ -28,6 +28,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hypergen.encoder import check_description
+from hypergen.errors import DescriptionError
+
 from .base import Example, Task, TaskError, split_examples
 from .paraphrase import describe_examples
 
@@ -57,12 +60,25 @@ def _type_name(value: Any) -> str:
 def _require_str(obj: dict, key: str, where: str) -> str:
     if key not in obj:
         raise TaskError(f"{where}: missing key '{key}'")
-    value = obj[key]
+    return _check_str(obj[key], f"'{key}'", where)
+
+
+def _check_str(value: Any, what: str, where: str) -> str:
     if not isinstance(value, str):
-        raise TaskError(f"{where}: '{key}' must be a string, got {_type_name(value)}")
+        raise TaskError(f"{where}: {what} must be a string, got {_type_name(value)}")
     if not value.strip():
-        raise TaskError(f"{where}: '{key}' must not be empty")
+        raise TaskError(f"{where}: {what} must not be empty")
+    bad = next((i for i, ch in enumerate(value) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:  # JSON "\\ud800" escapes decode to these; they are not text
+        raise TaskError(f"{where}: {what} is not valid Unicode (lone surrogate at {bad})")
     return value
+
+
+def _check_description(text: str, where: str) -> str:
+    try:
+        return check_description(text)
+    except DescriptionError as exc:
+        raise TaskError(f"{where}: {exc}") from exc
 
 
 def _check_keys(obj: Any, allowed: frozenset[str], where: str) -> dict:
@@ -80,6 +96,8 @@ def _parse_options(obj: dict, output: str, where: str) -> tuple[str, ...] | None
         return None
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise TaskError(f"{where}: 'options' must be a list of strings, got {_type_name(options)}")
+    for option in options:
+        _check_str(option, "every option", where)
     if len(options) < 2 or len(set(options)) != len(options) or not all(o.strip() for o in options):
         raise TaskError(f"{where}: 'options' must hold two or more distinct non-empty strings")
     if output not in options:
@@ -111,6 +129,7 @@ def _parse_header(obj: Any, where: str) -> tuple[list[str], str | None, str | No
             raise TaskError(f"{where}: 'descriptions' are all empty")
     else:
         descriptions = [_require_str(obj, "description", where)]
+    descriptions = [_check_description(d, where) for d in descriptions]
     ids = [None if obj.get(k) is None else _require_str(obj, k, where) for k in ("id", "family")]
     return descriptions, ids[0], ids[1]
 
@@ -139,6 +158,8 @@ def _decode_lines(data: bytes, name: str) -> list[tuple[int, Any]]:
             rows.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise TaskError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from err
+        except (ValueError, RecursionError) as err:  # e.g. a 5000-digit number, deep nesting
+            raise TaskError(f"{where}: unreadable JSON ({type(err).__name__}: {err})") from err
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny Llama-style causal LM with a byte-level tokenizer, built in code."""
+"""Shared fixtures: a tiny Llama-style causal LM with a byte-level tokenizer, built in code, and a
+tiny zoo with a fake generator over it (for the app and reliability tests)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,20 @@ def random_adapter(layout: LoraLayout, seed: int = 0, scale: float = 0.5) -> Lor
 @pytest.fixture
 def tiny_layout(tiny_model) -> LoraLayout:
     return LoraLayout.for_model(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def fake_zoo(tmp_path_factory):
+    """8 tiny experts embedded by a bag-of-words encoder (see tests/app/helpers.py)."""
+    from tests.app.helpers import BagOfWordsEncoder, build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("app") / "zoo", BagOfWordsEncoder())
+
+
+@pytest.fixture(scope="session")
+def fake_generator(fake_zoo, tiny_model_dir):
+    """HyperGen's API over the tiny zoo and model, without a CVAE (tests/app/helpers.py)."""
+    from hypergen.bank import ExpertBank
+    from tests.app.helpers import BagOfWordsEncoder, FakeGenerator
+
+    return FakeGenerator(ExpertBank.load(fake_zoo.root), BagOfWordsEncoder(), tiny_model_dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import os
 import random
 import shutil
@@ -19,23 +18,23 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-import torch
 
 from expert_zoo import _index
 from expert_zoo.store import (
     ExpertZoo,
     ZooError,
 )
-from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter
 from tests.expert_zoo.helpers import (
     DIM,
-    ENCODER,
     _crash,
+    check_readable,
     ids,
     make_expert,
     rows_by_expert,
+    start_writer,
     unit_rows,
+    wait_ready,
 )
 
 
@@ -150,65 +149,10 @@ def test_a_replace_stopped_between_its_two_renames_keeps_the_old_expert(
 
 
 # --- several processes --------------------------------------------------------------------------
-WORKER = """
-import numpy as np, torch
-from expert_zoo.store import ExpertRecord, ExpertZoo
-from hypergen.adapter_io import LoraAdapter
-from hypergen.layout import LoraLayout
-
-layout, zoo = LoraLayout.from_dict(LAYOUT), ExpertZoo(ROOT)
-with open(DONE, "a") as done:
-    done.write("ready\\n")
-    done.flush()
-    for i in range(COUNT):
-        expert_id = f"{PREFIX}_{i}"
-        gen = torch.Generator().manual_seed(i)
-        weights = {k: torch.randn(s, generator=gen) for k, s in layout.expected_shapes().items()}
-        emb = np.random.default_rng(i).standard_normal((2, DIM)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        record = ExpertRecord(expert_id, "synthetic:" + expert_id, "synthetic",
-                              ["a " + expert_id, "b " + expert_id], ENCODER, "tiny-llama", LAYOUT)
-        zoo.add(record, LoraAdapter(layout, weights, "tiny-llama"), emb)
-        done.write(expert_id + "\\n")
-        done.flush()
-"""
-
-
-KILL_AT = """
-import importlib, os, signal
-setattr(importlib.import_module(MODULE), NAME, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
-"""
-
-
-def _writer(
-    root: Path, layout: LoraLayout, prefix: str, count: int, done: Path, kill_at: str = ""
-) -> mp.Process:
-    """A process adding ``count`` experts ``<prefix>_<i>``; it logs ``ready`` and each id added.
-
-    ``kill_at="module.function"`` makes the process SIGKILL itself when that function is called.
-    """
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["expert_zoo.store"])
-    env = dict(ROOT=str(root), LAYOUT=layout.to_dict(), PREFIX=prefix, COUNT=count, DONE=str(done))
-    module, _, name = kill_at.rpartition(".")
-    code = (KILL_AT if kill_at else "") + WORKER
-    env.update(DIM=DIM, ENCODER=ENCODER, MODULE=module, NAME=name)
-    proc = ctx.Process(target=exec, args=(code, env))
-    proc.start()
-    return proc
-
-
-def _wait_ready(done: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not (done.exists() and done.read_text().startswith("ready")):
-        assert time.monotonic() < deadline, "writer process did not start"
-        time.sleep(0.01)
-
-
 def test_concurrent_adds_from_several_processes(tmp_path, layout):
     root = tmp_path / "zoo"
     reader = ExpertZoo(root)
-    procs = [_writer(root, layout, f"p{n}", 4, tmp_path / f"done{n}") for n in range(3)]
+    procs = [start_writer(root, layout, f"p{n}", 4, tmp_path / f"done{n}") for n in range(3)]
     seen = 0
     while any(p.is_alive() for p in procs):  # readers never see a half-written state
         emb, rows = reader.embeddings()
@@ -234,13 +178,13 @@ def test_concurrent_adds_from_several_processes(tmp_path, layout):
 )
 def test_sigkill_at_each_step_of_an_add(filled, tmp_path, layout, kill_at, published, committed):
     before = ids(filled)
-    proc = _writer(filled.root, layout, "killed", 1, tmp_path / "log", kill_at=kill_at)
+    proc = start_writer(filled.root, layout, "killed", 1, tmp_path / "log", kill_at=kill_at)
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL
     assert ids(filled) == sorted(before + ["killed_0"] * committed)
     problems = filled.verify()
     assert [p.split(":")[0] for p in problems] == ["orphan"] * (published and not committed)
-    _check_readable(filled)
+    check_readable(filled)
     filled.repair()
     assert filled.verify() == []
     assert ids(filled) == sorted(before + ["killed_0"] * published)
@@ -252,8 +196,8 @@ def test_sigkill_during_adds_loses_and_duplicates_nothing(tmp_path, layout):
     zoo, done, in_flight = ExpertZoo(root), set(), set()
     for round_ in range(4):
         log = tmp_path / f"done{round_}"
-        proc = _writer(root, layout, f"k{round_}", 10_000, log)
-        _wait_ready(log)
+        proc = start_writer(root, layout, f"k{round_}", 10_000, log)
+        wait_ready(log)
         time.sleep(rng.uniform(0.05, 0.5))
         proc.kill()
         proc.join()
@@ -264,22 +208,11 @@ def test_sigkill_during_adds_loses_and_duplicates_nothing(tmp_path, layout):
         assert done <= set(ids(zoo))  # every add that returned survived
         problems = zoo.verify()
         assert len(problems) <= 1 and all(p.startswith("orphan:") for p in problems), problems
-        _check_readable(zoo)
+        check_readable(zoo)
         zoo.repair()
         assert zoo.verify() == []
         assert done <= set(ids(zoo)) <= done | in_flight
-        _check_readable(zoo)
-
-
-def _check_readable(zoo: ExpertZoo) -> None:
-    records = zoo.records()
-    emb, rows = zoo.embeddings()
-    assert len({r.expert_id for r in records}) == len(records)
-    assert emb.shape[0] == len(rows) == sum(len(r.descriptions) for r in records)
-    for record in records:
-        assert zoo.load_adapter(record.expert_id, torch.float16).base_model == "tiny-llama"
-    if records:
-        assert zoo.search(emb[0], k=1)[0][2] == pytest.approx(1.0, abs=1e-5)
+        check_readable(zoo)
 
 
 # --- verify and repair --------------------------------------------------------------------------
@@ -365,7 +298,7 @@ def test_verify_finds_damage_and_repair_fixes_it(filled, layout, damage):
         np.testing.assert_array_equal(rows, before_rows[expert_id])
     quarantined = [p.name for p in (filled.root / "quarantine").glob("*")]
     assert any(q.startswith(victim) for q in quarantined) == (kind == "corrupt:" and not kept)
-    _check_readable(filled)
+    check_readable(filled)
 
 
 def test_add_refuses_a_zoo_whose_index_is_gone(filled, layout):

@@ -82,7 +82,7 @@ def expert_id_for(task_id: str) -> str:
     plain = task_id.replace(":", "__").replace("/", "__")
     safe = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", plain)).lstrip(".-")
     if not (_REVERSIBLE.match(task_id) and safe == plain and len(safe) <= _index.MAX_ID_CHARS):
-        digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
+        digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         safe = f"{safe[: _index.MAX_ID_CHARS - 9] or 'task'}-{digest}"
     return check_expert_id(safe)
 

@@ -11,12 +11,21 @@ SG-LoRA). The export format is written by ``expert-zoo export`` (``ExpertZoo.exp
 
 with ``{"format": EXPORT_FORMAT, "zoo": JSON {"header": ..., "experts": [records]}}`` in the
 safetensors header. Nothing is unpickled.
+
+A bank read from an export file keeps its weights on disk (memory-mapped by safetensors) and reads
+only the experts a request retrieves (:meth:`ExpertBank.gather`), so a zoo of 10,000 experts
+(~9 GB of fp16 weights) costs its description embeddings and index in memory, not its weights. A
+zoo folder is read whole (its weights in memory as float32): fine for hundreds of experts; export
+bigger zoos with ``expert-zoo export`` and serve the file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -26,7 +35,9 @@ from safetensors import safe_open
 
 from hypergen.adapter_io import LoraAdapter
 from hypergen.errors import HypergenError
-from hypergen.layout import LoraLayout
+from hypergen.layout import LoraLayout, Weights
+
+logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "hypergen-expert-zoo-export/1"
 ZOO_MANIFEST = "manifest.json"
@@ -54,15 +65,19 @@ class ZooExport:
     """``(R,)`` int64: the description of each row."""
 
 
-def read_zoo_export(path: str | Path) -> ZooExport:
-    """Read an export file; raises :class:`BankError` on anything but a well-formed one."""
+def read_zoo_export(path: str | Path, weights: bool = True) -> ZooExport:
+    """Read an export file; raises :class:`BankError` on anything but a well-formed one.
+
+    With ``weights=False`` the (large) weight tensors are not read: ``weights`` is empty.
+    """
     path = Path(path)
     if not path.is_file():
         raise BankError(f"zoo export {path} does not exist: write one with `expert-zoo export`")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            keys = [k for k in f.keys() if weights or not k.startswith("weights.")]
+            tensors = {k: f.get_tensor(k) for k in keys}
     except Exception as exc:  # safetensors raises its own error types on corrupt files
         raise BankError(f"{path} is not a readable safetensors file: {exc}") from exc
     if meta.get("format") != EXPORT_FORMAT:
@@ -122,33 +137,107 @@ def read_zoo_folder(root: str | Path) -> ZooExport:
     )
 
 
-class ExpertBank:
-    """Experts' canonical weights (float32) and a FAISS index over their descriptions."""
+class ExportWeights:
+    """The stacked weights of an export file, read on demand: only the experts asked for.
 
-    def __init__(self, export: ZooExport, name: str = "zoo"):
+    safetensors memory-maps the file, so a read touches only those experts' bytes.
+    """
+
+    PREFIX = "weights."
+
+    def __init__(self, path: str | Path):
+        try:
+            self._file = safe_open(str(path), framework="pt")
+            names = [k for k in self._file.keys() if k.startswith(self.PREFIX)]
+            self._slices = {k[len(self.PREFIX) :]: self._file.get_slice(k) for k in names}
+        except Exception as exc:  # safetensors raises its own error types on corrupt files
+            raise BankError(f"{path}: unreadable zoo export weights ({exc})") from exc
+        if not self._slices:
+            raise BankError(f"{path}: the zoo export holds no weights")
+        self.num_experts = {s.get_shape()[0] for s in self._slices.values()}.pop()
+
+    def gather(self, experts: Sequence[int]) -> Weights:
+        """``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}`` of ``experts``, as stored (fp16)."""
+        order = sorted(set(experts))
+        rows = {k: s[order] for k, s in self._slices.items()}  # one read per key, file order
+        position = {e: i for i, e in enumerate(order)}
+        where = torch.tensor([position[e] for e in experts], dtype=torch.int64)
+        return {k: v[where] for k, v in rows.items()}
+
+    def all(self) -> Weights:
+        return {k: s[:] for k, s in self._slices.items()}
+
+
+class ExpertBank:
+    """Experts' canonical weights and a FAISS index over their descriptions.
+
+    Args:
+        export: the zoo's records, embeddings and (unless ``weights`` is given) weights.
+        name: what to call the zoo in messages.
+        weights: read the weights from here on demand instead of holding ``export.weights``.
+    """
+
+    def __init__(self, export: ZooExport, name: str = "zoo", weights: ExportWeights | None = None):
         self.name = name
         self.layout = LoraLayout.from_dict(export.header["layout"])
         self.encoder = export.header.get("encoder", "")
         self.base_model = export.header.get("base_model", "")
-        self.weights = {k: v.float() for k, v in export.weights.items()}
-        self.layout.validate({k: v[0] for k, v in self.weights.items()} if self.weights else {})
+        self._source = weights
+        self._weights = None if weights else {k: v.float() for k, v in export.weights.items()}
         self.expert_ids = [r["expert_id"] for r in export.records]
         self.families = [r.get("family", "") for r in export.records]
         self.descriptions = [list(r["descriptions"]) for r in export.records]
         self.embeddings = np.ascontiguousarray(export.embeddings, dtype=np.float32)
         self.row_expert = export.row_expert.astype(np.int64)
-        if len(self.row_expert) != len(self.embeddings) or not len(self.expert_ids):
+        stored = weights.num_experts if weights else len(next(iter(self._weights.values()), ()))
+        if len(self.row_expert) != len(self.embeddings) or not self.expert_ids:
             raise BankError(
                 f"bank {name}: {len(self.embeddings)} embeddings for "
                 f"{len(self.row_expert)} rows and {len(self.expert_ids)} experts"
             )
+        if stored != len(self.expert_ids):
+            raise BankError(f"bank {name}: weights of {stored} experts for {len(self)} records")
+        self.layout.validate({k: v[0] for k, v in self.gather(torch.tensor([0])).items()})
         self._rows_per_expert = int(np.bincount(self.row_expert).max())
         self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
         self.index.add(self.embeddings)
 
+    @property
+    def weights(self) -> Weights:
+        """Every expert's weights, float32 ``{"m.A": (E, L, r, in), "m.B": (E, L, out, r)}``.
+
+        A bank read from an export file reads them all into memory on first use (for training);
+        requests use :meth:`gather` instead.
+        """
+        if self._weights is None:
+            logger.info("reading the weights of all %d experts of %s", len(self), self.name)
+            self._weights = {k: v.float() for k, v in self._source.all().items()}
+        return self._weights
+
+    def gather(self, experts: torch.Tensor) -> Weights:
+        """float32 weights of ``experts`` (int64 indices of any shape ``s``): ``{"m.A": (*s, L, r,
+        in), "m.B": (*s, L, out, r)}``; only these experts are read."""
+        if self._weights is not None:
+            return {k: v[experts] for k, v in self._weights.items()}
+        flat = experts.reshape(-1).tolist()
+        return {
+            k: v.float().reshape(*experts.shape, *v.shape[1:])
+            for k, v in self._source.gather(flat).items()
+        }
+
+    @cached_property
+    def expert_embeddings(self) -> torch.Tensor:
+        """``(E, d)`` unit mean of each expert's description embeddings (computed once)."""
+        emb = torch.from_numpy(self.embeddings)
+        rows = torch.from_numpy(self.row_expert)
+        sums = torch.zeros(len(self), emb.shape[1]).index_add_(0, rows, emb)
+        return torch.nn.functional.normalize(sums, dim=-1)
+
     @classmethod
     def from_export(cls, path: str | Path) -> ExpertBank:
-        return cls(read_zoo_export(path), name=Path(path).stem)
+        """Read an export file's records and embeddings; its weights stay on disk until asked for."""
+        export = read_zoo_export(path, weights=False)
+        return cls(export, name=Path(path).stem, weights=ExportWeights(path))
 
     @classmethod
     def from_zoo_folder(cls, root: str | Path) -> ExpertBank:

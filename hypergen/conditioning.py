@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hypergen.layout import LoraLayout, Weights
@@ -51,11 +50,9 @@ def dw_sq_error(a_hat: Tensor, b_hat: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def expert_embeddings(bank) -> Tensor:
-    """``(E, d)`` unit mean of each expert's description embeddings in ``bank``."""
-    emb = torch.from_numpy(np.asarray(bank.embeddings, dtype=np.float32))
-    rows = torch.from_numpy(np.asarray(bank.row_expert, dtype=np.int64))
-    sums = torch.zeros(len(bank.expert_ids), emb.shape[1]).index_add_(0, rows, emb)
-    return F.normalize(sums, dim=-1)
+    """``(E, d)`` unit mean of each expert's description embeddings in ``bank`` (which caches it,
+    see :attr:`hypergen.bank.ExpertBank.expert_embeddings`)."""
+    return bank.expert_embeddings
 
 
 def neighbour_inputs(
@@ -104,5 +101,8 @@ def condition_inputs(
     """
     query = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
     idx, sims = (torch.from_numpy(t) for t in bank.search(query, k, exclude))
-    emb = expert_embeddings(bank)
-    return neighbour_inputs(bank.layout, bank.weights, emb, torch.from_numpy(query), idx, sims, tau)
+    experts, local = torch.unique(idx, return_inverse=True)  # read only the neighbours' weights
+    weights, emb = bank.gather(experts), bank.expert_embeddings[experts]
+    out = neighbour_inputs(bank.layout, weights, emb, torch.from_numpy(query), local, sims, tau)
+    out["neighbours"] = idx
+    return out

@@ -72,3 +72,18 @@ def test_zoo_folder_and_export_give_the_same_bank(bank_file, tmp_path):
         torch.testing.assert_close(a.weights[k], b.weights[k])
     with pytest.raises(BankError, match="not a readable zoo folder"):
         ExpertBank.from_zoo_folder(tmp_path)
+
+
+def test_export_bank_reads_only_the_experts_asked_for(bank_file):
+    lazy, eager = ExpertBank.from_export(bank_file), ExpertBank(read_zoo_export(bank_file))
+    experts = torch.tensor([[4, 1], [1, 1]])
+    got, want = lazy.gather(experts), eager.gather(experts)
+    assert lazy._weights is None  # nothing but the asked-for rows was read
+    assert got["q_proj.B"].shape == (2, 2, *eager.weights["q_proj.B"].shape[1:])
+    for k in want:
+        assert got[k].dtype == torch.float32
+        torch.testing.assert_close(got[k], want[k])
+        torch.testing.assert_close(lazy.weights[k], eager.weights[k])  # all, on demand
+    emb = eager.expert_embeddings
+    assert emb.shape == (6, 8) and lazy.expert_embeddings is lazy.expert_embeddings  # cached
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(6))

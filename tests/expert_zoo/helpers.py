@@ -111,17 +111,25 @@ setattr(importlib.import_module(MODULE), NAME, lambda *a, **k: os.kill(os.getpid
 
 
 def start_writer(
-    root: Path, layout: LoraLayout, prefix: str, count: int, done: Path, kill_at: str = ""
+    root: Path,
+    layout: LoraLayout,
+    prefix: str,
+    count: int,
+    done: Path,
+    kill_at: str = "",
+    wrap: str = "",
+    **env,
 ) -> mp.Process:
     """A process adding ``count`` experts ``<prefix>_<i>``; it logs ``ready`` and each id added.
 
     ``kill_at="module.function"`` makes the process SIGKILL itself when that function is called.
+    ``wrap`` is code run instead, with the writer's code in ``WRITER`` and ``env`` as globals.
     """
-    env = dict(ROOT=str(root), LAYOUT=layout.to_dict(), PREFIX=prefix, COUNT=count, DONE=str(done))
     module, _, name = kill_at.rpartition(".")
     code = (KILL_AT if kill_at else "") + WRITER
-    env.update(DIM=DIM, ENCODER=ENCODER, MODULE=module, NAME=name)
-    return start_process(exec, code, env)
+    env.update(ROOT=str(root), LAYOUT=layout.to_dict(), PREFIX=prefix, COUNT=count, DONE=str(done))
+    env.update(DIM=DIM, ENCODER=ENCODER, MODULE=module, NAME=name, WRITER=code)
+    return start_process(exec, wrap or code, env)
 
 
 def wait_ready(done: Path, timeout: float = 60) -> None:
@@ -138,6 +146,6 @@ def check_readable(zoo: ExpertZoo) -> None:
     assert len({r.expert_id for r in records}) == len(records)
     assert emb.shape[0] == len(rows) == sum(len(r.descriptions) for r in records)
     for record in records:
-        assert zoo.load_adapter(record.expert_id, torch.float16).base_model == "tiny-llama"
+        assert zoo.load_adapter(record.expert_id, torch.float16).base_model == record.base_model
     if records:
         assert zoo.search(emb[0], k=1)[0][2] == pytest.approx(1.0, abs=1e-5)

@@ -12,9 +12,10 @@ SG-LoRA). The export format is written by ``expert-zoo export`` (``ExpertZoo.exp
 with ``{"format": EXPORT_FORMAT, "zoo": JSON {"header": ..., "experts": [records]}}`` in the
 safetensors header. Nothing is unpickled.
 
-A bank read from an export file keeps its weights on disk (memory-mapped by safetensors) and reads
-only the experts a request retrieves (:meth:`ExpertBank.gather`), so a zoo of 10,000 experts
-(~9 GB of fp16 weights) costs its description embeddings and index in memory, not its weights. A
+A bank read from an export file keeps its weights on disk and reads only the experts a request
+retrieves (:meth:`ExpertBank.gather`, one positioned read per expert and tensor), so a zoo of
+10,000 experts (~9 GB of fp16 weights) costs its description embeddings and index in memory, not
+its weights. A
 zoo folder is read whole (its weights in memory as float32): fine for hundreds of experts; export
 bigger zoos with ``expert-zoo export`` and serve the file.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -140,32 +142,56 @@ def read_zoo_folder(root: str | Path) -> ZooExport:
 class ExportWeights:
     """The stacked weights of an export file, read on demand: only the experts asked for.
 
-    safetensors memory-maps the file, so a read touches only those experts' bytes.
+    Expert ``e``'s slice of a ``(E, ...)`` tensor is one contiguous byte range of the file, read
+    with one positioned read (no memory map, so nothing else of the file enters the process).
     """
 
     PREFIX = "weights."
+    DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
 
     def __init__(self, path: str | Path):
-        try:
-            self._file = safe_open(str(path), framework="pt")
-            names = [k for k in self._file.keys() if k.startswith(self.PREFIX)]
-            self._slices = {k[len(self.PREFIX) :]: self._file.get_slice(k) for k in names}
-        except Exception as exc:  # safetensors raises its own error types on corrupt files
-            raise BankError(f"{path}: unreadable zoo export weights ({exc})") from exc
-        if not self._slices:
+        self.path = Path(path)
+        self._file = open(self.path, "rb")  # kept open while the bank lives
+        self._lock = threading.Lock()
+        self._rows = self._read_layout()
+        if not self._rows:
             raise BankError(f"{path}: the zoo export holds no weights")
-        self.num_experts = {s.get_shape()[0] for s in self._slices.values()}.pop()
+        self.num_experts = {shape[0] for _, _, shape, _ in self._rows.values()}.pop()
+
+    def _read_layout(self) -> dict[str, tuple[int, torch.dtype, tuple[int, ...], int]]:
+        """``key -> (first byte, dtype, shape, bytes per expert)`` of every weight tensor."""
+        try:
+            size = int.from_bytes(self._file.read(8), "little")
+            header = json.loads(self._file.read(size))
+            rows = {}
+            for name, entry in header.items():
+                if not name.startswith(self.PREFIX):
+                    continue
+                dtype, shape = self.DTYPES[entry["dtype"]], tuple(entry["shape"])
+                begin, end = entry["data_offsets"]
+                step = dtype.itemsize * int(np.prod(shape[1:]))
+                if end - begin != step * shape[0]:
+                    raise ValueError(f"{name}: {end - begin} bytes for shape {shape}")
+                rows[name[len(self.PREFIX) :]] = (8 + size + begin, dtype, shape, step)
+            return rows
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BankError(f"{self.path}: unreadable zoo export weights ({exc!r})") from exc
 
     def gather(self, experts: Sequence[int]) -> Weights:
         """``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}`` of ``experts``, as stored (fp16)."""
-        order = sorted(set(experts))
-        rows = {k: s[order] for k, s in self._slices.items()}  # one read per key, file order
-        position = {e: i for i, e in enumerate(order)}
-        where = torch.tensor([position[e] for e in experts], dtype=torch.int64)
-        return {k: v[where] for k, v in rows.items()}
+        out = {}
+        with self._lock:
+            for key, (begin, dtype, shape, step) in self._rows.items():
+                buf = np.empty((len(experts), step), dtype=np.uint8)
+                for i, e in enumerate(experts):
+                    self._file.seek(begin + int(e) * step)
+                    if self._file.readinto(buf[i]) != step:
+                        raise BankError(f"{self.path} is truncated: re-export the zoo")
+                out[key] = torch.from_numpy(buf).view(dtype).reshape(len(experts), *shape[1:])
+        return out
 
     def all(self) -> Weights:
-        return {k: s[:] for k, s in self._slices.items()}
+        return self.gather(range(self.num_experts))
 
 
 class ExpertBank:

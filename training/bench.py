@@ -130,7 +130,6 @@ class BenchConfig:
 QUICK = dict(repeats=3, batch=4, sizes=(20, 50), cold_runs=1, adds=2, train_steps=2)
 
 
-# --- measuring ----------------------------------------------------------------------------------
 # --- sections -----------------------------------------------------------------------------------
 def bench_generate(gen: HyperGen, cfg: BenchConfig, tmp: Path) -> dict:
     def text(i: int) -> str:
@@ -194,7 +193,7 @@ def bench_apply(gen: HyperGen, cfg: BenchConfig) -> dict:
     loras = [gen.generate(t).adapter for t in DESCRIPTIONS[:2]]
     model = gen.base.model
 
-    def attach_merge(i: int) -> None:
+    def attach_merge(i: int):
         peft_model = apply_adapter(model, loras[i % 2])
         peft_model.merge_adapter()
         return peft_model
@@ -262,16 +261,17 @@ def bench_train(gen: HyperGen, cfg: BenchConfig, zoo: Path) -> dict:
     }
 
 
-def bench_sizes(generator: Path, zoo: Path, scale: dict) -> dict:
-    gen_bytes, zoo_bytes = folder_bytes(generator), folder_bytes(zoo)
-    out = {"generator_bytes": gen_bytes, "zoo_bytes": zoo_bytes, "zoo_experts": None}
-    out["per_synthetic_zoo"] = {n: s["export_bytes"] for n, s in scale.items()}
-    return out
+def bench_sizes(generator: Path, zoo: Path, experts: int, scale: dict) -> dict:
+    """Bytes on disk of the generator checkpoint, the served zoo and each synthetic export."""
+    return {
+        "generator_bytes": folder_bytes(generator),
+        "zoo_bytes": folder_bytes(zoo),
+        "zoo_experts": experts,
+        "per_synthetic_zoo": {n: s["export_bytes"] for n, s in scale.items()},
+    }
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
 def run(cfg: BenchConfig, argv: list[str]) -> dict:
     started = time.perf_counter()
     result = {
@@ -299,8 +299,7 @@ def run(cfg: BenchConfig, argv: list[str]) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     figures["apply"].update(figures.pop("swap"))
-    figures["sizes"] = bench_sizes(generator, zoo, figures["scale"])
-    figures["sizes"]["zoo_experts"] = len(gen.bank)
+    figures["sizes"] = bench_sizes(generator, zoo, len(gen.bank), figures["scale"])
     result["ratios"] = ratios(figures)
     result["targets"] = targets(figures, result["ratios"], result["machine"])
     result["seconds"] = time.perf_counter() - started

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from app.grow import MAX_UPLOAD_BYTES
-from app.ui import CONCURRENCY, create_app
+from app.ui import CONCURRENCY, MAX_SESSIONS, create_app
 from expert_zoo.store import ExpertZoo
 from hypergen._fs import hypergen_home
 from hypergen.errors import HypergenError
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=auth,
         max_file_size=MAX_UPLOAD_BYTES,
         show_error=False,
+        state_session_capacity=MAX_SESSIONS,
     )
     return 0
 

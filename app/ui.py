@@ -29,6 +29,10 @@ EXAMPLES = [
 ]
 CONCURRENCY = 2
 """Requests of one event served at once (the rest wait in the queue)."""
+MAX_SESSIONS = 256
+"""Sessions whose state the server keeps, least recently used dropped first (pass it to
+``launch(state_session_capacity=...)``). Each holds its last generation's adapters and every API
+call opens one, so gradio's default of 10,000 lets memory grow by gigabytes under load."""
 POLL_S = 1.0
 """How often the Grow tab refreshes a training job's progress."""
 NEIGHBOUR_COLUMNS = ["rank", "expert", "family", "similarity", "description"]

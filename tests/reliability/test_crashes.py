@@ -81,7 +81,7 @@ def test_a_build_killed_at_random_points_resumes_without_loss(tmp_path, tiny_mod
     for _ in range(60):
         before = set(ids(ExpertZoo(root)))
         proc = _run("expert_zoo.cli", argv)
-        if not _kill_after(proc, rng.uniform(0.3, 3.0 / ROUNDS)):
+        if not _kill_after(proc, rng.uniform(0.5, 4.0 / ROUNDS)):
             assert proc.exitcode == 0
             break
         kills += 1

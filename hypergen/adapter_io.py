@@ -188,12 +188,15 @@ def _peft_shapes(
             f"{folder / WEIGHTS_NAME} holds {len(tensors)} tensors; its layout needs {count}"
         )
     stacked = layout.expected_shapes()
-    return {
-        layout.peft_key(m, layer, ab): stacked[f"{m}.{ab}"][1:]
-        for m in layout.modules
-        for layer in range(layout.num_layers)
-        for ab in "AB"
-    }
+    try:
+        return {
+            layout.peft_key(m, layer, ab): stacked[f"{m}.{ab}"][1:]
+            for m in layout.modules
+            for layer in range(layout.num_layers)
+            for ab in "AB"
+        }
+    except (KeyError, IndexError, ValueError) as exc:  # a path template other than "...{layer}..."
+        raise AdapterError(f"{folder / WEIGHTS_NAME}: malformed layout paths ({exc!r})") from exc
 
 
 def _read_config(folder: Path) -> LoraConfig:

@@ -24,7 +24,7 @@ from hypergen._untrusted import UntrustedFileError, extract_zip, read_safetensor
 from hypergen.adapter_io import CONFIG_NAME, WEIGHTS_NAME, LoraAdapter
 from hypergen.base_model import load_base_model
 from hypergen.cvae import MAX_PARAMETERS, CheckpointError, CVAEConfig, LoraCVAE
-from hypergen.errors import AdapterError, BaseModelError
+from hypergen.errors import AdapterError, BaseModelError, HypergenError
 from tests.conftest import random_adapter
 
 GB = 10**9
@@ -135,6 +135,35 @@ def test_adapter_tensors_are_checked_before_they_are_read(
     _rewrite_adapter(folder, change)
     _forbid(monkeypatch, "hypergen.adapter_io.load_peft_weights")
     with pytest.raises(AdapterError, match=message):
+        LoraAdapter.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {**r, "layout": {**r["layout"], "num_layers": 10**12}}, "its layout needs"),
+        (
+            lambda r: {
+                **r,
+                "layout": {**r["layout"], "paths": dict.fromkeys(r["layout"]["paths"], "{x}")},
+            },
+            "malformed layout paths",
+        ),
+        (lambda r: {**r, "layout": {**r["layout"], "rank": -1}}, "must be positive"),
+        (lambda r: {**r, "metadata": [1]}, "not a JSON record"),
+        (lambda r: "[" * 100_000, "corrupt hypergen metadata"),
+    ],
+)
+def test_a_crafted_hypergen_record_is_refused(tmp_path, tiny_layout, change, message):
+    from safetensors import safe_open
+
+    folder = random_adapter(tiny_layout).save_pretrained(tmp_path / "a")
+    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
+        meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    changed = change(json.loads(meta["hypergen"]))
+    meta["hypergen"] = changed if isinstance(changed, str) else json.dumps(changed)
+    save_file(sd, str(folder / WEIGHTS_NAME), metadata=meta)
+    with pytest.raises(HypergenError, match=message):  # AdapterError or LayoutError
         LoraAdapter.from_pretrained(folder)
 
 

@@ -19,6 +19,7 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+settings.load_profile("reliability")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from expert_zoo.tasks.user import parse_user_task, sanitize_id
 from hypergen import DescriptionError, LoraAdapter
 from hypergen.encoder import MAX_DESCRIPTION_CHARS, TaskEncoder, check_description
 
-settings.load_profile("reliability")
 TRIED: dict[str, int] = {}
 """Hostile inputs tried per test (printed at the end of the module; run with -s to see it)."""
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file as save_np
 from safetensors.torch import save_file
 
@@ -25,7 +27,8 @@ from hypergen.adapter_io import CONFIG_NAME, WEIGHTS_NAME, LoraAdapter
 from hypergen.base_model import load_base_model
 from hypergen.cvae import MAX_PARAMETERS, CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import AdapterError, BaseModelError, HypergenError
-from tests.conftest import random_adapter
+from hypergen.layout import LoraLayout
+from tests.conftest import random_adapter, tiny_llama
 
 GB = 10**9
 
@@ -310,3 +313,54 @@ def test_a_zip_bomb_under_the_ratio_still_stops_at_the_byte_limit(tmp_path):
     with pytest.raises(UntrustedFileError, match="zip bomb"):
         extract_zip(archive, tmp_path, max_bytes=3000)
     assert sorted(p.name for p in extract_zip(archive, tmp_path / "ok")) == ["a", "b"]
+
+
+# --- damaged bytes (hypothesis) -----------------------------------------------------------------
+MUTATION = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10**6), st.integers(1, 255)),
+    st.tuples(st.just("cut"), st.integers(0, 10**6), st.just(0)),
+    st.tuples(st.just("length"), st.integers(0, 2**64 - 1), st.just(0)),
+)
+
+
+def _mutate(data: bytes, mutations) -> bytes:
+    out = bytearray(data)
+    for kind, at, value in mutations:
+        if kind == "flip" and out:
+            out[at % len(out)] ^= value
+        elif kind == "cut":
+            del out[at % (len(out) + 1) :]
+        elif kind == "length" and len(out) >= 8:
+            out[:8] = at.to_bytes(8, "little")
+    return bytes(out)
+
+
+@settings(max_examples=200)
+@given(mutations=st.lists(MUTATION, min_size=1, max_size=3))
+def test_damaged_adapter_and_checkpoint_bytes_load_sound_or_raise_a_clear_error(
+    tmp_path_factory, mutations
+):
+    layout = LoraLayout.for_model(tiny_llama())
+    root = tmp_path_factory.mktemp("damaged")
+    folder = random_adapter(layout).save_pretrained(root / "a")
+    config = CVAEConfig(layout=layout.to_dict(), embed_dim=8, k=2, hidden_dim=16)
+    generator = LoraCVAE(config).save_pretrained(root / "gen")
+    for path, load, error in [
+        (folder / WEIGHTS_NAME, lambda: LoraAdapter.from_pretrained(folder, layout), HypergenError),
+        (
+            generator / "model.safetensors",
+            lambda: LoraCVAE.from_pretrained(generator),
+            CheckpointError,
+        ),
+    ]:
+        path.write_bytes(_mutate(path.read_bytes(), mutations))
+        try:
+            loaded = load()
+        except error:
+            continue
+        tensors = (
+            loaded.weights.values()
+            if isinstance(loaded, LoraAdapter)
+            else loaded.state_dict().values()
+        )
+        assert all(torch.isfinite(t).all() for t in tensors)

@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,16 @@ MUTATION = st.one_of(
 )
 
 
+DAMAGED: Counter = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    if DAMAGED:
+        print(f"\ndamaged files tried: {dict(sorted(DAMAGED.items()))}")
+
+
 def _mutate(data: bytes, mutations) -> bytes:
     out = bytearray(data)
     for kind, at, value in mutations:
@@ -357,7 +368,9 @@ def test_damaged_adapter_and_checkpoint_bytes_load_sound_or_raise_a_clear_error(
         try:
             loaded = load()
         except error:
+            DAMAGED["refused"] += 1
             continue
+        DAMAGED["loaded sound"] += 1
         tensors = (
             loaded.weights.values()
             if isinstance(loaded, LoraAdapter)

@@ -35,7 +35,7 @@ def canonical_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     q_b, r_b = torch.linalg.qr(b.double())
     q_a, r_a = torch.linalg.qr(a.double().transpose(-1, -2))
-    u0, s, v0h = torch.linalg.svd(r_b @ r_a.transpose(-1, -2))
+    u0, s, v0h = torch.linalg.svd(r_b @ r_a.transpose(-1, -2), full_matrices=False)
     left = q_b @ u0  # (..., out, r)
     right = v0h @ q_a.transpose(-1, -2)  # (..., r, in)
     pivot = left.abs().argmax(dim=-2, keepdim=True)

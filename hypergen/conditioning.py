@@ -4,7 +4,10 @@ from retrieved neighbours (the SG-LoRA summary, see :mod:`hypergen.cvae`).
 A *chunk* is one (layer, module) pair of a stacked adapter, ``concat(A[l].flatten(),
 B[l].flatten())``: ``r·(in+out)`` numbers. The condition inputs of a query are its embedding, its
 ``k`` neighbours' similarities, their ``softmax(sims / tau)``-weighted mean description embedding
-and, per module, the weighted mean and spread (std) of their chunks.
+and, per module, the weighted mean and spread (std) of their chunks and their *merge*: the
+rank-r canonical factors of ``Σ_j w_j B_j A_j``. Averaging canonical factors of different experts
+shrinks the product towards zero (their singular vectors differ, so the factors cancel); the
+merge keeps the size of the neighbours' updates, which is what the generator starts from.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hypergen.canonical import canonical_pair
 from hypergen.layout import LoraLayout, Weights
 
 
@@ -49,6 +53,25 @@ def dw_sq_error(a_hat: Tensor, b_hat: Tensor, a: Tensor, b: Tensor) -> Tensor:
     ).clamp_min(0)
 
 
+def merge_pairs(a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Rank-r canonical factors of the weighted sum of ``k`` LoRA updates, ``Σ_j w_j B_j A_j``.
+
+    Args:
+        a: ``(n, k, L, r, in)``; b: ``(n, k, L, out, r)``; w: ``(n, k)`` non-negative weights.
+
+    Returns:
+        ``(A, B)`` of shapes ``(n, L, r, in)`` and ``(n, L, out, r)`` (float32): the best rank-r
+        approximation of the sum (its top-r singular pairs, :func:`canonical_pair` of the
+        stacked rank-``k·r`` factors ``[√w_j B_j]``, ``[√w_j A_j]``), never forming ``out × in``.
+    """
+    r = a.shape[-2]
+    root = w.float().clamp_min(0).sqrt()[..., None, None, None]
+    a_cat = (root * a.float()).transpose(1, 2).flatten(2, 3)  # (n, L, k·r, in)
+    b_cat = (root * b.float()).permute(0, 2, 3, 1, 4).flatten(3, 4)  # (n, L, out, k·r)
+    a_top, b_top = canonical_pair(a_cat, b_cat)
+    return a_top[..., :r, :].contiguous(), b_top[..., :r].contiguous()
+
+
 def expert_embeddings(bank) -> Tensor:
     """``(E, d)`` unit mean of each expert's description embeddings in ``bank`` (which caches it,
     see :attr:`hypergen.bank.ExpertBank.expert_embeddings`)."""
@@ -63,6 +86,8 @@ def neighbour_inputs(
     idx: Tensor,
     sims: Tensor,
     tau: float,
+    merges: dict[str, Tensor] | None = None,
+    summary: bool = True,
 ) -> dict[str, Tensor]:
     """Condition inputs of ``n`` queries from their retrieved neighbours (any one device).
 
@@ -70,21 +95,33 @@ def neighbour_inputs(
         weights: the zoo stacked over experts, ``{"m.A": (E, L, r, in), "m.B": (E, L, out, r)}``.
         expert_emb: ``(E, d)`` from :func:`expert_embeddings`; ``query``: ``(n, d)``.
         idx, sims: ``(n, k)`` neighbour expert indices and cosine similarities.
+        merges: ``merge.<m>`` already computed for these queries (training caches them per
+            description row: a row's neighbours never change, and the merge's small batched
+            QR/SVD calls are the slowest part of this function on a CPU).
+        summary: also compute ``mean.<m>`` and ``spread.<m>`` (only a decoder with
+            ``summary_in_decoder`` reads the spread; on big layouts they cost real time).
 
     Returns:
         ``embedding (n, d)``, ``neighbours (n, k)``, ``sims (n, k)``, ``neighbour_embedding
         (n, d)``, and per module the ``softmax(sims / tau)``-weighted mean and spread (std) of the
-        neighbours' raw chunks: ``mean.<m>``, ``spread.<m>`` ``(n, L, chunk_m)``.
+        neighbours' raw chunks: ``mean.<m>``, ``spread.<m>`` (with ``summary``), and the chunks of their
+        :func:`merge_pairs`: ``merge.<m>``, each ``(n, L, chunk_m)``.
     """
     w = torch.softmax(sims.float() / tau, dim=-1)
     out = {"embedding": query.float(), "neighbours": idx, "sims": sims.float()}
     out["neighbour_embedding"] = (w[..., None] * expert_emb[idx]).sum(1)
     for m in layout.modules:
         a, b = weights[f"{m}.A"], weights[f"{m}.B"]
-        nbr = [to_chunks({f"{m}.A": a[j], f"{m}.B": b[j]}, m).float() for j in idx.T]
-        mean = sum(w[:, j, None, None] * x for j, x in enumerate(nbr))
-        var = sum(w[:, j, None, None] * (x - mean) ** 2 for j, x in enumerate(nbr))
-        out[f"mean.{m}"], out[f"spread.{m}"] = mean, var.sqrt()
+        if summary:
+            nbr = [to_chunks({f"{m}.A": a[j], f"{m}.B": b[j]}, m).float() for j in idx.T]
+            mean = sum(w[:, j, None, None] * x for j, x in enumerate(nbr))
+            var = sum(w[:, j, None, None] * (x - mean) ** 2 for j, x in enumerate(nbr))
+            out[f"mean.{m}"], out[f"spread.{m}"] = mean, var.sqrt()
+        if merges is not None:
+            out[f"merge.{m}"] = merges[f"merge.{m}"]
+            continue
+        merged_a, merged_b = merge_pairs(a[idx], b[idx], w)
+        out[f"merge.{m}"] = to_chunks({f"{m}.A": merged_a, f"{m}.B": merged_b}, m)
     return out
 
 

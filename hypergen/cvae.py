@@ -11,17 +11,22 @@ the zoo's mean and std (buffers ``(L, chunk_m)``, saved in the checkpoint).
 
 Condition: ``c = MLP([e, Σ_j w_j e_j, sims])``, ``w = softmax(sims / tau)`` over the ``k``
 retrieved neighbours, ``e_j`` their mean description embeddings. The neighbours' weights enter
-per chunk as their ``w``-weighted mean and spread (weighted std): the SG-LoRA summary.
+per chunk as their *merge*, the rank-r canonical factors of ``Σ_j w_j B_j A_j`` (SG-LoRA's
+similarity-weighted fusion, done in ΔW space so that unaligned factors do not cancel), and,
+optionally, the ``w``-weighted spread (std) of their chunks.
 
 Prior ``p(z|c)`` and posterior ``q(z|x,c)`` are diagonal Gaussians; the posterior mean-pools a
-per-module linear projection (``chunk_m -> hidden``) of every target chunk plus its layer/module
-embedding. The decoder runs one batched pass per module over ``batch × L`` rows: ``[z, c,
-layer_emb[l], module_emb[m]]`` (and, with ``summary_in_decoder``, the projected neighbour mean
-and spread chunks) ``-> MLP -> h``; the output is ``(1 + gate_m(h)) · mean + head_m(h)``: the
-neighbours' mean, scaled (e.g. shrunk to the zoo mean when neighbours are far) plus a residual.
+per-module projection (``chunk_m -> head_rank -> hidden``) of every target chunk plus its
+layer/module embedding. The decoder runs one batched pass per module over ``batch × L`` rows:
+``[z, c, layer_emb[l], module_emb[m]]`` (and, with ``summary_in_decoder``, the projected merge
+and spread chunks) ``-> MLP -> h``; the output is ``(1 + gate_m(h)) · merge + head_m(h)``: the
+neighbours' merge (normalised), scaled (e.g. shrunk to the zoo mean when the neighbours are far)
+plus a residual through a ``hidden -> head_rank -> chunk_m`` bottleneck. A fresh decoder
+outputs the merge itself.
 
 Size: the parameter count does not depend on the number of experts, and on depth only through
-the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)``.
+the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)`` times
+``head_rank``.
 """
 
 from __future__ import annotations
@@ -99,6 +104,9 @@ class CVAEConfig:
     """Size of the condition vector c."""
     pos_dim: int = 32
     """Size of the learned layer and module embeddings."""
+    head_rank: int = 32
+    """Bottleneck of the per-module chunk projections and output heads (their size is
+    ``head_rank · chunk_m``, which dominates the generator's size)."""
     summary_in_decoder: bool = False
     """Also feed the projected neighbour mean/spread chunks to the decoder MLP (off by default:
     on small zoos that high-dimensional input lets it memorise experts; see tests/hypergen)."""
@@ -110,6 +118,8 @@ class CVAEConfig:
     """Temperature of the softmax over neighbour cosine similarities."""
     dw_weight: float = 0.0
     """Weight of the auxiliary ΔW-space loss (relative to the zoo's mean ‖ΔW‖²); 0: off."""
+    recon_weight: float = 1.0
+    """Weight of the per-coordinate reconstruction MSE of the canonical factors."""
     encoder: str = ""
     """Name of the task encoder it was trained with."""
     base_model: str = ""
@@ -121,12 +131,17 @@ class CVAEConfig:
 
     def __post_init__(self) -> None:
         self.layout = LoraLayout.from_dict(self.layout).to_dict()  # validates; JSON-ready below
-        sizes = ("embed_dim", "k", "latent_dim", "hidden_dim", "cond_dim", "pos_dim")
+        sizes = ("embed_dim", "k", "latent_dim", "hidden_dim", "cond_dim", "pos_dim", "head_rank")
         bad = [f"{n}={getattr(self, n)}" for n in sizes if getattr(self, n) < 1]
         if bad:
             raise ValueError(f"CVAEConfig sizes must be positive, got {', '.join(bad)}")
-        if self.beta < 0 or self.dw_weight < 0 or self.tau <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"need beta >= 0, dw_weight >= 0, tau > 0, 0 <= dropout < 1: {self}")
+        weights = (self.beta, self.dw_weight, self.recon_weight)
+        if min(weights) < 0 or self.tau <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(
+                f"need beta, dw_weight, recon_weight >= 0, tau > 0, 0 <= dropout < 1: {self}"
+            )
+        if self.recon_weight == 0 and self.dw_weight == 0:
+            raise ValueError("recon_weight and dw_weight are both 0: nothing to learn from")
 
     @property
     def lora_layout(self) -> LoraLayout:
@@ -149,6 +164,11 @@ def _mlp(inp: int, hidden: int, out: int, dropout: float = 0.0) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+def _bottleneck(inp: int, rank: int, out: int) -> nn.Sequential:
+    """``inp -> rank -> out`` linear map (a low-rank ``inp × out`` matrix plus a bias)."""
+    return nn.Sequential(nn.Linear(inp, rank, bias=False), nn.Linear(rank, out))
+
+
 def _kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
     """KL(q || p) of diagonal Gaussians, summed over latent dims: ``(n,)``."""
     ratio = (logvar_q - logvar_p).exp() + (mu_q - mu_p) ** 2 / logvar_p.exp()
@@ -161,7 +181,7 @@ class LoraCVAE(nn.Module):
     def __init__(self, config: CVAEConfig):
         super().__init__()
         self.config, self.layout = config, config.lora_layout
-        c, lay, h, p = config, self.layout, config.hidden_dim, config.pos_dim
+        c, lay, h, p, hr = config, self.layout, config.hidden_dim, config.pos_dim, config.head_rank
         chunk = {m: chunk_size(lay, m) for m in lay.modules}
         self.cond_net = _mlp(2 * c.embed_dim + c.k, h, c.cond_dim, c.dropout)
         self.prior_net = _mlp(c.cond_dim, h, 2 * c.latent_dim)
@@ -169,19 +189,20 @@ class LoraCVAE(nn.Module):
         self.layer_emb = nn.Embedding(lay.num_layers, p)
         self.module_emb = nn.Embedding(len(lay.modules), p)
         self.pos_proj = nn.Linear(2 * p, h)
-        self.chunk_proj = nn.ModuleDict({m: nn.Linear(n, h) for m, n in chunk.items()})
+        self.chunk_proj = nn.ModuleDict({m: _bottleneck(n, hr, h) for m, n in chunk.items()})
         trunk_in = c.latent_dim + c.cond_dim + 2 * p
         if c.summary_in_decoder:
-            self.spread_proj = nn.ModuleDict({m: nn.Linear(n, h) for m, n in chunk.items()})
+            self.spread_proj = nn.ModuleDict({m: _bottleneck(n, hr, h) for m, n in chunk.items()})
             trunk_in += 2 * h
         self.trunk = nn.Sequential(
             nn.LayerNorm(trunk_in), _mlp(trunk_in, h, h, c.dropout), nn.GELU()
         )
-        self.heads = nn.ModuleDict({m: nn.Linear(h, n) for m, n in chunk.items()})
+        self.heads = nn.ModuleDict({m: _bottleneck(h, hr, n) for m, n in chunk.items()})
         self.gates = nn.ModuleDict({m: nn.Linear(h, 1) for m in chunk})
-        for head in [*self.heads.values(), *self.gates.values()]:  # start at the neighbours' mean
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        outputs = [*(head[-1] for head in self.heads.values()), *self.gates.values()]
+        for layer in outputs:  # a fresh decoder outputs the neighbours' merge
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         for m, n in chunk.items():
             self.register_buffer(f"mean_{m}", torch.zeros(lay.num_layers, n))
             self.register_buffer(f"std_{m}", torch.ones(lay.num_layers, n))
@@ -240,13 +261,13 @@ class LoraCVAE(nn.Module):
         zc = torch.cat([z, c], dim=-1)[:, None].expand(n, nl, -1)
         out = {}
         for i, m in enumerate(self.layout.modules):
-            mean = self.normalise(m, cond[f"mean.{m}"].float())
+            merge = self.normalise(m, cond[f"merge.{m}"].float())
             rows = [zc, self._pos(i)[None].expand(n, -1, -1)]
             if self.config.summary_in_decoder:
                 spread = cond[f"spread.{m}"].float() / getattr(self, f"std_{m}")
-                rows += [self.chunk_proj[m](mean), self.spread_proj[m](spread)]
+                rows += [self.chunk_proj[m](merge), self.spread_proj[m](spread)]
             hidden = self.trunk(torch.cat(rows, -1))
-            out[m] = (1 + self.gates[m](hidden)) * mean + self.heads[m](hidden)
+            out[m] = (1 + self.gates[m](hidden)) * merge + self.heads[m](hidden)
         return out
 
     def to_weights(self, chunks: dict[str, Tensor]) -> Weights:
@@ -274,7 +295,8 @@ class LoraCVAE(nn.Module):
             dw_weight: weight of the ΔW loss; ``None`` uses ``config.dw_weight``.
 
         Returns:
-            ``loss``, ``recon`` (MSE in normalised space), ``kl`` (batch mean), ``dw`` (ΔW error
+            ``loss`` (``recon_weight · recon + beta · kl + dw_weight · dw``), ``recon`` (MSE in
+            normalised space), ``kl`` (batch mean), ``dw`` (ΔW error
             over the zoo's mean ‖ΔW‖²) and ``chunks`` (normalised predictions). z is sampled
             from q in train mode and is q's mean in eval mode.
         """
@@ -288,7 +310,7 @@ class LoraCVAE(nn.Module):
         recon = self.recon_error(pred, x)
         kl = _kl(mu_q, logvar_q, *self.prior(c)).mean()
         dw = self.dw_error(pred, weights) if dw_weight > 0 else recon.new_zeros(())
-        loss = recon + beta * kl + dw_weight * dw
+        loss = self.config.recon_weight * recon + beta * kl + dw_weight * dw
         return {"loss": loss, "recon": recon, "kl": kl, "dw": dw, "chunks": pred}
 
     @staticmethod

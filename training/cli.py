@@ -5,9 +5,10 @@ Examples::
     hypergen-train --zoo expert_zoo/zoo --out generators/default
     hypergen-train --zoo grown-zoo.safetensors --out generators/v2 --warm-start generators/default
     hypergen-train --zoo zoo.safetensors --out gen --accelerator gpu --devices 4 --strategy ddp
+    hypergen-train --zoo expert_zoo/zoo --out gen-e2e --warm-start gen --epochs 0 --sft-steps 200
 
 The generator is written with ``LoraCVAE.save_pretrained`` (``config.json`` + ``model.safetensors``)
-holding the weights with the best validation ``val_recon_prior`` (the last ones when there is no
+holding the weights with the best validation ``val_objective_prior`` (the last ones when there is no
 validation split). Logs (CSV, and TensorBoard when installed) and Lightning's resumable
 checkpoints go to ``--logs`` (default ``<out>-logs``); those ``.ckpt`` files are Lightning's own
 (pickle) format, for resuming only; hypergen never loads them.
@@ -30,10 +31,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from hypergen.base_model import load_base_model
 from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
+from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, load_bank
 from training.module import GeneratorModule, new_model
+from training.sft import SFTModule, first_description_loader
 
 logger = logging.getLogger("hypergen.train")
 _ARCH_HELP = {
@@ -41,6 +45,7 @@ _ARCH_HELP = {
     "hidden_dim": "width of hidden layers and chunk projections",
     "cond_dim": "size of the condition vector",
     "pos_dim": "size of the layer/module embeddings",
+    "head_rank": "bottleneck of the chunk projections and output heads (sets most of the size)",
     "k": "neighbours retrieved per description",
     "tau": "softmax temperature over neighbour similarities",
     "dropout": "dropout in the condition network and decoder",
@@ -88,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="weight of the ΔW-space loss (default: 0, or the warm start's)",
     )
+    opt(
+        "--recon-weight",
+        type=float,
+        help="weight of the canonical-factor MSE (default: 1, or the warm start's)",
+    )
     arch = p.add_argument_group("model (a --warm-start keeps its own)").add_argument
     for name, text in _ARCH_HELP.items():
         arch(
@@ -100,6 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary-in-decoder",
         action="store_true",
         help="feed the neighbour chunk summary to the decoder MLP",
+    )
+    sft = p.add_argument_group(
+        "end-to-end stage (after the reconstruction epochs: the generator's adapters are trained "
+        "through the frozen base model on the zoo's own tasks, as in Text-to-LoRA's SFT)"
+    ).add_argument
+    sft("--sft-steps", type=int, default=0, help="steps of the stage; 0: skip it (default)")
+    sft("--sft-rows", type=int, default=4, help="description rows per step (default: %(default)s)")
+    sft(
+        "--sft-examples",
+        type=int,
+        default=4,
+        help="task examples run with each row's adapter (default: %(default)s)",
+    )
+    sft("--sft-lr", type=float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
+    sft(
+        "--sft-val-every",
+        type=int,
+        default=50,
+        help="steps between validations on the validation experts' tasks (default: %(default)s)",
+    )
+    sft(
+        "--base-model",
+        help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)",
     )
     data = p.add_argument_group("data").add_argument
     data(
@@ -130,12 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hardware(args) -> dict:
+    """The ``lightning.Trainer`` arguments of the hardware group."""
+    names = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+    return {name: getattr(args, name) for name in names}
+
+
 def _devices(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
 def _losses(args) -> dict:
-    given = {"beta": args.beta, "dw_weight": args.dw_weight}
+    given = {"beta": args.beta, "dw_weight": args.dw_weight, "recon_weight": args.recon_weight}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -164,17 +203,13 @@ def _trainer(args, logs: Path, has_val: bool, steps_per_epoch: int) -> L.Trainer
         loggers.append(TensorBoardLogger(str(logs), name="tensorboard"))
     checkpoint = ModelCheckpoint(
         dirpath=str(logs / "checkpoints"),
-        monitor="val_recon_prior" if has_val else None,
+        monitor="val_objective_prior" if has_val else None,
         mode="min",
         save_last=True,
     )
     return L.Trainer(
         max_epochs=args.epochs,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
+        **_hardware(args),
         logger=loggers,
         callbacks=[checkpoint],
         gradient_clip_val=1.0,
@@ -195,7 +230,9 @@ def _record(
         "seconds": round(seconds, 1),
         "train_experts": len(data.train_experts),
         "val_experts": len(data.val_experts),
-        "best_val_recon_prior": None if module.best_state is None else round(module.best_score, 6),
+        "best_val_objective_prior": (
+            None if module.best_state is None else round(module.best_score, 6)
+        ),
         "initial_metrics": {k: round(float(v), 6) for k, v in module.initial_metrics.items()},
         "last_metrics": metrics,
         "warm_start": None if args.warm_start is None else str(args.warm_start),
@@ -223,9 +260,10 @@ def train(args: argparse.Namespace) -> int:
     L.seed_everything(args.seed, verbose=False)
     bank = load_bank(args.zoo)
     warm = _warm_start(args, bank) if args.warm_start else None
+    k = warm.config.k if warm else args.k
     data = GeneratorDataModule(
         bank,
-        warm.config.k if warm else args.k,
+        k,
         args.batch_size,
         args.val_fraction,
         args.seed,
@@ -234,30 +272,133 @@ def train(args: argparse.Namespace) -> int:
     )
     sizes = {name: getattr(args, name) for name in _ARCH}
     model = warm or new_model(bank, data.train_experts, **sizes, **_losses(args))
+    start, record, lines = time.perf_counter(), {}, []
+    if args.epochs > 0:
+        module, trainer = _reconstruction_stage(args, bank, data, model, logs)
+        if not trainer.is_global_zero:
+            return 0
+        record = _record(module, trainer, data, args, time.perf_counter() - start)
+        lines.append(_recon_summary(module, record))
+    if args.sft_steps > 0:
+        sft_data = GeneratorDataModule(
+            bank, k, args.sft_rows, args.val_fraction, args.seed, args.exclude_same_family
+        )
+        stage_start = time.perf_counter()
+        sft, trainer = _sft_stage(args, bank, sft_data, model, logs)
+        if not trainer.is_global_zero:
+            return 0
+        record["sft"] = _sft_record(sft, trainer, args, time.perf_counter() - stage_start)
+        lines.append(_sft_summary(sft, record["sft"]))
+    config = model.config
+    config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
+    config.extra = {**record, "seconds_total": round(time.perf_counter() - start, 1)}
+    dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
+    model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)
+    print(f"wrote {args.out}: {model.num_parameters():,} parameters (logs in {logs})")
+    print("\n".join(line for line in lines if line))
+    return 0
+
+
+def _reconstruction_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path):
+    """Fit ``model`` to the zoo's weights; it ends holding the best validated weights."""
     module = GeneratorModule(
         model, bank, lr=args.lr, weight_decay=args.weight_decay, kl_warmup_steps=args.kl_warmup
     )
     has_val = len(data.val_experts) > 0
     steps = -(-int(np.isin(bank.row_expert, data.train_experts).sum()) // args.batch_size)
     trainer = _trainer(args, logs, has_val, steps)
-    start = time.perf_counter()
-    if has_val:  # the starting point (neighbours' mean, or the warm start) is a candidate too
+    if has_val:  # the starting point (neighbours' merge, or the warm start) is a candidate too
         module.initial_metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     trainer.fit(module, datamodule=data)
-    if not trainer.is_global_zero:
-        return 0
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
-    config = model.config
-    config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
-    config.extra = _record(module, trainer, data, args, time.perf_counter() - start)
-    dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
-    model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)
-    print(f"wrote {args.out}: {model.num_parameters():,} parameters (logs in {logs})")
-    if has_val:
-        baseline = config.extra["last_metrics"].get("val_recon_mean_baseline", float("nan"))
-        print(f"best val_recon_prior {module.best_score:.4f}, zoo-mean baseline {baseline:.4f}")
-    return 0
+    return module, trainer
+
+
+def _recon_summary(module: GeneratorModule, record: dict) -> str:
+    if module.best_state is None:
+        return ""
+    last = record["last_metrics"]
+    return (
+        f"best val_objective_prior {module.best_score:.4f}; last val_recon_prior "
+        f"{last.get('val_recon_prior', float('nan')):.4f} (zoo mean "
+        f"{last.get('val_recon_mean_baseline', float('nan')):.4f}, neighbours' merge "
+        f"{last.get('val_recon_neighbour_baseline', float('nan')):.4f}), val_dw_prior "
+        f"{last.get('val_dw_prior', float('nan')):.4f} (merge "
+        f"{last.get('val_dw_neighbour_baseline', float('nan')):.4f})"
+    )
+
+
+def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path):
+    """Fine-tune ``model`` through the base model (:mod:`training.sft`); it ends holding the
+    weights with the best ``val_sft_loss`` (the stage's starting point included)."""
+    records = {r["expert_id"]: r for r in zoo_records(args.zoo)}
+    missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
+    if missing:
+        raise ValueError(f"--sft-steps needs each expert's task_id; missing for {missing[:5]}")
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    base = load_base_model(args.base_model)
+    recipe = zoo_recipe(list(records.values()))
+    module = SFTModule(
+        model,
+        bank,
+        base,
+        tasks,
+        examples_per_row=args.sft_examples,
+        max_length=recipe.max_length,
+        lr=args.sft_lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    val = first_description_loader(data, args.sft_rows)
+    trainer = L.Trainer(
+        max_steps=args.sft_steps,
+        **_hardware(args),
+        logger=CSVLogger(str(logs), name="csv-sft"),
+        enable_checkpointing=False,
+        gradient_clip_val=1.0,
+        log_every_n_steps=1,
+        check_val_every_n_epoch=None,
+        val_check_interval=min(args.sft_val_every, args.sft_steps),
+        limit_val_batches=None if val else 0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+    )
+    if val:  # the starting point is a candidate too
+        module.initial_metrics = trainer.validate(module, dataloaders=val, verbose=False)[0]
+        module.best_score = module.initial_metrics["val_sft_loss"]
+    trainer.fit(module, train_dataloaders=data.train_dataloader(), val_dataloaders=val or None)
+    if module.best_state is not None:
+        model.load_state_dict(module.best_state)
+    return module, trainer
+
+
+def _sft_record(module: SFTModule, trainer: L.Trainer, args, seconds: float) -> dict:
+    metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items()}
+    initial = module.initial_metrics
+    return {
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 1),
+        "rows_per_step": args.sft_rows,
+        "examples_per_row": args.sft_examples,
+        "lr": args.sft_lr,
+        "initial_metrics": {k: round(float(v), 6) for k, v in initial.items()},
+        "best_val_sft_loss": None if not initial else round(module.best_score, 6),
+        "improved": module.best_state is not None,
+        "last_metrics": metrics,
+    }
+
+
+def _sft_summary(module: SFTModule, record: dict) -> str:
+    start = record["initial_metrics"]
+    if not start:
+        return f"end-to-end stage: {record['steps']} steps (no validation experts)"
+    return (
+        f"end-to-end stage: val_sft_loss {start['val_sft_loss']:.4f} -> "
+        f"{module.best_score:.4f} (neighbours' merge {start['val_sft_loss_merge']:.4f}, "
+        f"no adapter {start['val_sft_loss_base']:.4f})"
+    )
 
 
 if __name__ == "__main__":

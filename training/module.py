@@ -2,10 +2,12 @@
 
 Loss: reconstruction MSE of the target expert's normalised canonical chunks + ``beta · KL(q||p)``
 (beta warmed up linearly from 0 over ``kl_warmup_steps``) + ``dw_weight ·`` the relative ΔW
-error. Validation logs ``val_recon`` (decoding the posterior mean), ``val_recon_prior`` (decoding
-the prior mean: what ``generate(temperature=0)`` gives for a task not in the zoo), and two
-baselines on the same rows: ``val_recon_mean_baseline`` (predicting the zoo mean, i.e. zeros in
-normalised space) and ``val_recon_neighbour_baseline`` (predicting the neighbours' weighted mean).
+error. Validation logs ``val_recon`` (decoding the posterior mean), ``val_recon_prior`` and
+``val_dw_prior`` (decoding the prior mean: what ``generate(temperature=0)`` gives for a task not
+in the zoo), their weighted sum ``val_objective_prior`` (the score that picks the weights kept),
+and baselines on the same rows: ``val_recon_mean_baseline`` (predicting the zoo mean, i.e. zeros
+in normalised space) and ``val_recon_neighbour_baseline`` / ``val_dw_neighbour_baseline``
+(predicting the neighbours' merge, which is what a fresh decoder outputs).
 """
 
 from __future__ import annotations
@@ -42,6 +44,75 @@ def new_model(bank: ExpertBank, train_experts: np.ndarray, **sizes) -> LoraCVAE:
     return model
 
 
+class RowConditions:
+    """Condition inputs of batches of description rows, on one device.
+
+    Holds the bank's weights and expert embeddings on that device (not as module buffers, so DDP
+    does not broadcast them and checkpoints do not hold them), and computes each row's
+    neighbours' merge once: a row's neighbours never change during training, and the merge's
+    small batched QR/SVD calls cost more than the rest of a training step on a CPU.
+    """
+
+    def __init__(self, bank: ExpertBank, layout, tau: float, summary: bool = False):
+        self.bank, self.layout, self.tau, self.summary = bank, layout, tau, summary
+        self.device: torch.device | None = None
+        self.weights: dict[str, Tensor] = {}
+        self.embeddings = torch.empty(0)
+        self._merges: dict[str, Tensor] = {}
+        self._known = torch.zeros(0, dtype=torch.bool)
+
+    def _move(self, device: torch.device) -> None:
+        if self.device == device:
+            return
+        self.device = device
+        self.weights = {k: v.to(device) for k, v in self.bank.weights.items()}
+        self.embeddings = expert_embeddings(self.bank).to(device)
+        self._merges = {}
+        self._known = torch.zeros(len(self.bank.row_expert), dtype=torch.bool)
+
+    def __call__(self, batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+        """:func:`hypergen.cvae.neighbour_inputs` of ``batch`` (rows from
+        :class:`training.data.RowDataset`)."""
+        with torch.inference_mode(False), torch.no_grad():  # a cache filled in validation
+            self._fill(batch, device)  # must stay usable in training
+        rows = batch["row"].cpu()
+        merges = {k: v[rows.to(device)] for k, v in self._merges.items()}
+        return neighbour_inputs(
+            self.layout,
+            self.weights,
+            self.embeddings,
+            batch["embedding"],
+            batch["neighbours"],
+            batch["sims"],
+            self.tau,
+            merges=merges,
+            summary=self.summary,
+        )
+
+    def _fill(self, batch: dict[str, Tensor], device: torch.device) -> None:
+        self._move(device)
+        rows = batch["row"].cpu()
+        new = ~self._known[rows]
+        if new.any():
+            fresh = neighbour_inputs(
+                self.layout,
+                self.weights,
+                self.embeddings,
+                batch["embedding"][new.to(device)].clone(),
+                batch["neighbours"][new.to(device)].clone(),
+                batch["sims"][new.to(device)].clone(),
+                self.tau,
+                summary=False,
+            )
+            for m in self.layout.modules:
+                key = f"merge.{m}"
+                if key not in self._merges:
+                    shape = (len(self._known), *fresh[key].shape[1:])
+                    self._merges[key] = torch.zeros(shape, device=device)
+                self._merges[key][rows[new].to(device)] = fresh[key]
+            self._known[rows[new]] = True
+
+
 class GeneratorModule(L.LightningModule):
     """Trains ``model`` on the experts of ``bank`` (batches from :class:`GeneratorDataModule`).
 
@@ -63,7 +134,9 @@ class GeneratorModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "bank"])
         self.model, self.bank = model, bank
-        self._cache: tuple[torch.device, dict[str, Tensor], Tensor] | None = None
+        self.conditions = RowConditions(
+            bank, model.layout, model.config.tau, model.config.summary_in_decoder
+        )
         self.best_score = float("inf")
         self.best_state: dict[str, Tensor] | None = None
         self.initial_metrics: dict[str, float] = {}
@@ -74,27 +147,10 @@ class GeneratorModule(L.LightningModule):
         ramp = 1.0 if warmup <= 0 else min(1.0, self.global_step / warmup)
         return self.model.config.beta * ramp
 
-    def _zoo(self) -> tuple[dict[str, Tensor], Tensor]:
-        """The bank's weights and expert embeddings on this module's device (not buffers, so
-        DDP does not broadcast them and checkpoints do not hold them)."""
-        if self._cache is None or self._cache[0] != self.device:
-            weights = {k: v.to(self.device) for k, v in self.bank.weights.items()}
-            self._cache = (self.device, weights, expert_embeddings(self.bank).to(self.device))
-        return self._cache[1], self._cache[2]
-
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """``(targets, condition inputs)`` of a batch of description rows."""
-        weights, emb = self._zoo()
-        targets = {k: v[batch["expert"]] for k, v in weights.items()}
-        cond = neighbour_inputs(
-            self.model.layout,
-            weights,
-            emb,
-            batch["embedding"],
-            batch["neighbours"],
-            batch["sims"],
-            self.model.config.tau,
-        )
+        cond = self.conditions(batch, self.device)
+        targets = {k: v[batch["expert"]] for k, v in self.conditions.weights.items()}
         return targets, cond
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -118,25 +174,26 @@ class GeneratorModule(L.LightningModule):
         x = {k: m.normalise(k, to_chunks(targets, k)) for k in m.layout.modules}
         c = m.condition(cond)
         prior = m.decode(m.prior(c)[0], c, cond)
-        nbr = {k: m.normalise(k, cond[f"mean.{k}"]) for k in m.layout.modules}
+        nbr = {k: m.normalise(k, cond[f"merge.{k}"]) for k in m.layout.modules}
         zeros = {k: torch.zeros_like(v) for k, v in x.items()}
+        recon_prior, dw_prior = m.recon_error(prior, x), m.dw_error(prior, targets)
+        objective = m.config.recon_weight * recon_prior + m.config.dw_weight * dw_prior
         n = len(batch["row"])
-        self.log(
-            "val_recon_prior", m.recon_error(prior, x), prog_bar=True, batch_size=n, sync_dist=True
-        )
+        self.log("val_objective_prior", objective, prog_bar=True, batch_size=n, sync_dist=True)
         metrics = {
+            "val_recon_prior": recon_prior,
             "val_recon": out["recon"],
             "val_kl": out["kl"],
             "val_recon_mean_baseline": m.recon_error(zeros, x),
             "val_recon_neighbour_baseline": m.recon_error(nbr, x),
+            "val_dw_prior": dw_prior,
+            "val_dw_neighbour_baseline": m.dw_error(nbr, targets),
         }
-        if m.config.dw_weight > 0:
-            metrics["val_dw"] = out["dw"]
         self.log_dict(metrics, batch_size=n, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        """Keep a copy of the weights with the best ``val_recon_prior`` so far."""
-        score = self.trainer.callback_metrics.get("val_recon_prior")
+        """Keep a copy of the weights with the best ``val_objective_prior`` so far."""
+        score = self.trainer.callback_metrics.get("val_objective_prior")
         if (
             score is not None
             and not self.trainer.sanity_checking

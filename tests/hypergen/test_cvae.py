@@ -3,10 +3,10 @@
 The zoo (``structured_bank``) has three hidden factors per expert: an angle θ (cos θ, sin θ) and
 a height h. Its description embeddings are noisy unit vectors in a 3-d subspace spanned by the
 factors; its LoRA weights are balanced factors (B = U√S, A = √S Vᵀ, i.e. near canonical form)
-plus a linear function of the factors plus noise. Neighbours (close in θ) predict the θ part; the
-h part must be read from the embedding, so a generator that beats the neighbours' mean has learnt
-from the condition. The weights are not re-canonicalised, so the canonical sign rule cannot add
-jumps to this smooth toy zoo.
+plus a linear function of the factors plus noise, then put in canonical form like a real zoo's
+(the shared part already follows the sign rule, so the small variations do not flip signs).
+Neighbours (close in θ) predict the θ part; the h part must be read from the embedding, so a
+generator that beats the neighbours' merge has learnt from the condition.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter
 from hypergen.bank import ExpertBank, ZooExport
+from hypergen.canonical import canonical_pair
 from hypergen.cvae import (
     CheckpointError,
     CVAEConfig,
@@ -38,9 +39,9 @@ from tests.conftest import tiny_llama
 
 DIM = 16
 ENCODER = "test-encoder"
-SMOLLM2_PARAMS = 8_417_474
+SMOLLM2_PARAMS = 1_568_962
 """Parameters of the default-config generator for SmolLM2-135M (30 layers, q_proj 576×576,
-v_proj 192×576, r=8): ~1/10 of a 300-expert zoo's 138M."""
+v_proj 192×576, r=8, head_rank 32): the size of ~3.4 experts (460,800 parameters each)."""
 
 
 def tiny_layout(rank: int = 8) -> LoraLayout:
@@ -67,6 +68,8 @@ def structured_bank(
         (out, inp), r, nl = layout.shapes[m], layout.rank, layout.num_layers
         root = torch.linspace(2.0, 0.7, r)  # balanced factors B = U√S, A = √S Vᵀ
         u, v = (torch.linalg.qr(torch.randn(n, r, generator=gen))[0] for n in (out, inp))
+        sign = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))  # the canonical sign rule
+        u, v = u * sign, v * sign
         for ab, base in (("A", root[:, None] * v.T), ("B", u * root)):
             directions = 0.03 * torch.randn(3, nl, *base.shape, generator=gen)
             smooth = torch.einsum(
@@ -74,6 +77,7 @@ def structured_bank(
             )
             noise = 0.003 * torch.randn(num_experts, nl, *base.shape, generator=gen)
             weights[f"{m}.{ab}"] = base + smooth + noise
+        weights[f"{m}.A"], weights[f"{m}.B"] = canonical_pair(weights[f"{m}.A"], weights[f"{m}.B"])
     scale = np.array([1.0, 1.0, 0.5])  # the third factor moves embeddings less than weights
     basis = np.linalg.qr(rng.standard_normal((dim, 3)))[0]
     rows = [
@@ -126,7 +130,7 @@ def model(bank) -> LoraCVAE:
     model.set_normalisation(bank.weights)
     with torch.no_grad():  # leave the zero init, so outputs depend on z and c
         for head in model.heads.values():
-            head.weight.normal_(0, 0.05)
+            head[-1].weight.normal_(0, 0.05)
     return model.eval()
 
 
@@ -189,15 +193,33 @@ def test_forward_losses_and_gradients(model, bank):
     assert model(targets, cond, dw_weight=0.0)["dw"] == 0
 
 
-def test_a_fresh_decoder_starts_from_the_neighbours_mean(bank):
+def test_a_fresh_decoder_starts_from_the_neighbours_merge(bank):
     model = LoraCVAE(small_config(bank.layout))
     model.set_normalisation(bank.weights)
     cond = model.condition_inputs(bank, queries(bank))
     weights = model.generate(cond, num_samples=1, temperature=0)
     for m in bank.layout.modules:
         torch.testing.assert_close(
-            to_chunks(weights, m)[:, 0], cond[f"mean.{m}"], atol=1e-5, rtol=1e-5
+            to_chunks(weights, m)[:, 0], cond[f"merge.{m}"], atol=1e-5, rtol=1e-5
         )
+
+
+def test_the_merge_is_the_best_rank_r_approximation_of_the_weighted_sum(bank):
+    tau, query = 0.1, queries(bank)
+    cond = condition_inputs(bank, query, k=3, tau=tau)
+    idx, sims = bank.search(query, 3)
+    w = torch.softmax(torch.from_numpy(sims).double() / tau, -1)
+    for m in bank.layout.modules:
+        a, b = (bank.weights[f"{m}.{x}"][torch.from_numpy(idx)].double() for x in "AB")
+        dense = (w[..., None, None, None] * (b @ a)).sum(1)  # (n, L, out, in)
+        u, s, vh = torch.linalg.svd(dense)
+        r = bank.layout.rank
+        best = u[..., :r] @ torch.diag_embed(s[..., :r]) @ vh[..., :r, :]
+        merged_a, merged_b = from_chunks(bank.layout, cond[f"merge.{m}"], m)
+        torch.testing.assert_close((merged_b @ merged_a).double(), best, atol=1e-4, rtol=1e-3)
+        # averaging factors instead loses most of the update's size: the reason for the merge
+        mean_a, mean_b = from_chunks(bank.layout, cond[f"mean.{m}"], m)
+        assert (mean_b @ mean_a).norm() < (merged_b @ merged_a).norm()
 
 
 def test_generated_weights_validate_and_load_as_an_adapter(model, bank, tmp_path):
@@ -321,7 +343,7 @@ def test_size_does_not_grow_with_the_zoo_and_barely_with_depth():
     assert smol.num_parameters() == SMOLLM2_PARAMS  # pinned: the default generator's size
     deeper = LoraCVAE(CVAEConfig(layout=smollm2_layout(num_layers=60).to_dict()))
     assert deeper.num_parameters() - smol.num_parameters() == 30 * config.pos_dim
-    zoo = smollm2_layout().num_params * 300  # a zoo of 300 experts
+    zoo = smollm2_layout().num_params * 100  # a zoo of 100 experts
     assert smol.num_parameters() < zoo / 10
 
 

@@ -126,9 +126,11 @@ def test_training_beats_the_zoo_mean_and_the_neighbours_on_held_out_experts(trai
     assert mean_baseline == pytest.approx(before["val_recon_mean_baseline"])
     assert after["val_recon_prior"] < 0.5 * mean_baseline
     assert after["train_recon"] < 0.5 * before["val_recon_prior"]
-    # the untrained decoder outputs the neighbours' mean; training must improve on it
+    # the untrained decoder outputs the neighbours' merge (already far better than the zoo mean:
+    # it carries the θ part); training must improve on it by reading the h part from c
     assert before["val_recon_prior"] == pytest.approx(before["val_recon_neighbour_baseline"])
-    assert module.best_score < 0.7 * before["val_recon_neighbour_baseline"]
+    assert before["val_recon_neighbour_baseline"] < 0.7 * mean_baseline
+    assert module.best_score < 0.9 * before["val_recon_neighbour_baseline"]
     assert module.best_score <= after["val_recon_prior"]
 
 
@@ -169,7 +171,7 @@ def run_cli(zoo, out, *extra) -> int:
 
 def test_cli_trains_saves_and_warm_starts(zoo_folder, tmp_path, capsys):
     assert run_cli(zoo_folder, tmp_path / "gen") == 0
-    assert "zoo-mean baseline" in capsys.readouterr().out
+    assert "zoo mean" in capsys.readouterr().out
     model = LoraCVAE.from_pretrained(tmp_path / "gen", tiny_layout(), 16)
     config = model.config
     assert (config.zoo, config.encoder, config.base_model) == ("zoo", ENCODER, "tiny-llama")

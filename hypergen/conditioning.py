@@ -126,7 +126,12 @@ def neighbour_inputs(
 
 
 def condition_inputs(
-    bank, query_emb: np.ndarray, k: int, exclude: list[set[int]] | None = None, tau: float = 0.1
+    bank,
+    query_emb: np.ndarray,
+    k: int,
+    exclude: list[set[int]] | None = None,
+    tau: float = 0.1,
+    summary: bool = True,
 ) -> dict[str, Tensor]:
     """Retrieve ``k`` neighbours per query from ``bank`` (an :class:`hypergen.bank.ExpertBank`)
     and return their :func:`neighbour_inputs` on the CPU.
@@ -135,11 +140,13 @@ def condition_inputs(
         query_emb: ``(n, d)`` unit description embeddings.
         exclude: per query, expert indices never retrieved (leave-one-out in training).
         tau: softmax temperature over similarities (use the model's ``config.tau``).
+        summary: also return the neighbours' chunk ``mean`` and ``spread``.
     """
     query = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
     idx, sims = (torch.from_numpy(t) for t in bank.search(query, k, exclude))
     experts, local = torch.unique(idx, return_inverse=True)  # read only the neighbours' weights
     weights, emb = bank.gather(experts), bank.expert_embeddings[experts]
-    out = neighbour_inputs(bank.layout, weights, emb, torch.from_numpy(query), local, sims, tau)
+    query_t = torch.from_numpy(query)
+    out = neighbour_inputs(bank.layout, weights, emb, query_t, local, sims, tau, summary=summary)
     out["neighbours"] = idx
     return out

@@ -372,7 +372,8 @@ class LoraCVAE(nn.Module):
 
     def condition_inputs(self, bank, query_emb: np.ndarray, exclude=None) -> dict[str, Tensor]:
         """:func:`condition_inputs` with this model's ``k`` and ``tau``."""
-        return condition_inputs(bank, query_emb, self.config.k, exclude, self.config.tau)
+        c = self.config
+        return condition_inputs(bank, query_emb, c.k, exclude, c.tau, c.summary_in_decoder)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

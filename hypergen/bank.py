@@ -188,6 +188,14 @@ class ExportWeights:
                     if self._file.readinto(buf[i]) != step:
                         raise BankError(f"{self.path} is truncated: re-export the zoo")
                 out[key] = torch.from_numpy(buf).view(dtype).reshape(len(experts), *shape[1:])
+        for key, value in out.items():  # read on demand, so checked on demand
+            bad = ~torch.isfinite(value).flatten(1).all(1)
+            if bad.any():
+                which = [int(experts[i]) for i in torch.nonzero(bad).flatten().tolist()]
+                raise BankError(
+                    f"{self.path}: expert(s) {which} hold NaN or inf in {key!r}: "
+                    "re-export the zoo from a verified zoo folder"
+                )
         return out
 
     def all(self) -> Weights:

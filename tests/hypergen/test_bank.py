@@ -87,3 +87,17 @@ def test_export_bank_reads_only_the_experts_asked_for(bank_file):
     emb = eager.expert_embeddings
     assert emb.shape == (6, 8) and lazy.expert_embeddings is lazy.expert_embeddings  # cached
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(6))
+
+
+def test_export_bank_refuses_nan_weights_of_the_experts_it_reads(bank_file, tmp_path):
+    poisoned = tmp_path / "poisoned.safetensors"
+    poisoned.write_bytes(bank_file.read_bytes())
+    bank = ExpertBank.from_export(poisoned)
+    begin, _, _, step = bank._source._rows["v_proj.B"]
+    with open(poisoned, "r+b") as f:  # expert 3's v_proj.B becomes fp16 NaNs
+        f.seek(begin + 3 * step)
+        f.write(np.full(step // 2, 0x7E00, dtype=np.uint16).tobytes())
+    bank = ExpertBank.from_export(poisoned)
+    assert torch.isfinite(bank.gather(torch.tensor([1, 4]))["v_proj.B"]).all()
+    with pytest.raises(BankError, match=r"expert\(s\) \[3\] hold NaN or inf in 'v_proj.B'"):
+        bank.gather(torch.tensor([1, 3]))

@@ -18,11 +18,12 @@ The length filter uses the raw inputs, before the prefixes.
 
 Skipped, with a log line naming the reason: programmatic tasks (``task.py``, no ``task.json``),
 malformed files (WARNING), tasks with no examples (the parent of JSON subtasks), fewer than
-``min_examples`` usable examples, or a median input longer than ``max_median_input_chars``.
+``min_examples`` usable examples, a median input longer than ``max_median_input_chars``, or
+more than ``MAX_MEDIAN_OPTIONS`` options per example (median).
 
 ``split="train"`` (the default) keeps only families that are not held out (:func:`is_held_out`);
 ``"held_out"`` keeps only the held-out ones (for the evaluation harness); ``"all"`` keeps both.
-Per-task statistics are computed once per extraction and cached in ``index-v1.json``, so listing
+Per-task statistics are computed once per extraction and cached in ``index-v2.json``, so listing
 is cheap. Order is always sorted by task id.
 """
 
@@ -48,11 +49,14 @@ from .paraphrase import describe_examples
 
 logger = logging.getLogger(__name__)
 
-INDEX_NAME = "index-v1.json"
+INDEX_NAME = "index-v2.json"
 """Bump the version when parsing rules change, so stale statistics are recomputed."""
 SPLITS = ("train", "held_out", "all")
 MIN_EXAMPLES = 100
 MAX_MEDIAN_INPUT_CHARS = 600
+MAX_MEDIAN_OPTIONS = 20
+"""Multiple-choice tasks with more options are skipped: scoring one example costs one forward
+pass per option (abstract_narrative_understanding/99_distractors: 100 per example)."""
 MAX_TRAIN = 1000
 MAX_EVAL = 200
 
@@ -68,6 +72,8 @@ class IndexEntry:
     reason: str = ""
     n_usable: int = 0
     median_input_chars: float = 0.0
+    median_options: float = 0.0
+    """Median number of options per example (0: free-text targets)."""
 
 
 def _clean_str(value: Any) -> str | None:
@@ -165,7 +171,8 @@ def _entry_for(extracted: Path, rel_dir: str) -> IndexEntry:
         )
         return IndexEntry(task_id, family, "no_examples", reason)
     median = float(statistics.median(len(e.input) for e in examples))
-    return IndexEntry(task_id, family, "ok", "", len(examples), median)
+    options = float(statistics.median(len(e.options or ()) for e in examples))
+    return IndexEntry(task_id, family, "ok", "", len(examples), median, options)
 
 
 def _build_index(extracted: Path) -> list[IndexEntry]:
@@ -203,6 +210,8 @@ def _skip_reason(entry: IndexEntry, min_examples: int, max_median: float) -> str
         return f"{entry.n_usable} usable examples < {min_examples}"
     if entry.median_input_chars > max_median:
         return f"median input {entry.median_input_chars:.0f} chars > {max_median}"
+    if entry.median_options > MAX_MEDIAN_OPTIONS:
+        return f"median {entry.median_options:.0f} options > {MAX_MEDIAN_OPTIONS}"
     return ""
 
 

@@ -69,6 +69,7 @@ GEN = _family("gen", held_out=False)
 PARENT = _family("parent", held_out=False)
 SHORT = _family("short", held_out=False)
 LONG = _family("long", held_out=False)
+WIDE = _family("wide", held_out=False)
 PROG = _family("prog", held_out=False)
 BROKEN = _family("broken", held_out=False)
 HELD = _family("held", held_out=True)
@@ -110,6 +111,13 @@ def _fake_members() -> dict[str, bytes]:
         f"{PARENT}/sub_b/task.json": _task("Too short.", _gen_examples(20)),
         f"{SHORT}/task.json": _task("Too few examples.", _mc_examples(99)),
         f"{LONG}/task.json": _task("Long inputs.", _gen_examples(120, length=700)),
+        f"{WIDE}/task.json": _task(
+            "Too many options.",
+            [
+                {"input": f"q{i}", "target_scores": {f"o{j}": int(j == 0) for j in range(30)}}
+                for i in range(120)
+            ],
+        ),
         f"{PROG}/task.py": b"class Task: pass\n",
         f"{BROKEN}/task.json": b"{not json",
         f"{HELD}/task.json": _task("A held-out task.", _mc_examples(100)),
@@ -175,6 +183,7 @@ def test_skipped_tasks_are_logged_with_reasons(cache, caplog):
     assert level_of(SHORT, "99 usable examples < 100") == logging.INFO
     assert level_of(f"{PARENT}/sub_b", "20 usable examples") == logging.INFO
     assert level_of(LONG, "median input 700 chars > 600") == logging.INFO
+    assert level_of(WIDE, "median 30 options > 20") == logging.INFO
     assert level_of(PROG, "programmatic") == logging.INFO
     assert level_of(PARENT, "no examples") == logging.INFO
     assert level_of(BROKEN, "not valid JSON") == logging.WARNING

@@ -184,6 +184,17 @@ class SFTModule(L.LightningModule):
             self.lora.clear()
 
     # --- lightning ------------------------------------------------------------------------------
+    def _base_to_device(self) -> None:
+        """The base model is not a submodule (its weights are neither trained nor
+        checkpointed), so Lightning does not move it: follow this module's device."""
+        self.base.model.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._base_to_device()
+
+    def on_validation_start(self) -> None:
+        self._base_to_device()
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         examples, rows = self.examples(batch["expert"], train=True)
         loss = self.lm_loss(self.adapters(self.condition(batch)), examples, rows)

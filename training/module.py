@@ -44,6 +44,17 @@ def new_model(bank: ExpertBank, train_experts: np.ndarray, **sizes) -> LoraCVAE:
     return model
 
 
+def keep_best(module: L.LightningModule, metric: str) -> None:
+    """After a validation epoch, copy ``module.model``'s weights to ``module.best_state`` (and
+    the score to ``module.best_score``) when ``metric`` is the lowest seen so far."""
+    score = module.trainer.callback_metrics.get(metric)
+    if score is None or module.trainer.sanity_checking or float(score) >= module.best_score:
+        return
+    module.best_score = float(score)
+    state = module.model.state_dict()
+    module.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 class RowConditions:
     """Condition inputs of batches of description rows, on one device.
 
@@ -192,16 +203,7 @@ class GeneratorModule(L.LightningModule):
         self.log_dict(metrics, batch_size=n, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        """Keep a copy of the weights with the best ``val_objective_prior`` so far."""
-        score = self.trainer.callback_metrics.get("val_objective_prior")
-        if (
-            score is not None
-            and not self.trainer.sanity_checking
-            and float(score) < self.best_score
-        ):
-            self.best_score = float(score)
-            state = self.model.state_dict()
-            self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+        keep_best(self, "val_objective_prior")
 
     def configure_optimizers(self):
         return torch.optim.AdamW(

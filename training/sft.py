@@ -37,7 +37,7 @@ from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout, Weights
 from hypergen.prompting import make_batch
 from training.data import GeneratorDataModule, RowDataset
-from training.module import RowConditions
+from training.module import RowConditions, keep_best
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +220,7 @@ class SFTModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        """Keep a copy of the weights with the best ``val_sft_loss`` so far."""
-        score = self.trainer.callback_metrics.get("val_sft_loss")
-        if score is None or self.trainer.sanity_checking or float(score) >= self.best_score:
-            return
-        self.best_score = float(score)
-        self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        keep_best(self, "val_sft_loss")
 
     def configure_optimizers(self):
         return torch.optim.AdamW(

@@ -28,16 +28,23 @@ are cached in <out>/cache and reused by reruns with the same recipe. A method th
 the run (exit 1); it is never dropped from the table. Writes <out>/results.json (every number,
 the command, seeds, names, timings), results.md and results.png.
 
+Each finished task is appended to <out>/progress.jsonl as it finishes: a run that is stopped
+(Ctrl-C, a crash, a lost machine) continues where it stopped when started again with the same
+settings, models, generator and zoo (other --families/--limit/--per-family choices reuse what
+they share); --fresh starts over.
+
 Examples::
 
     hypergen-eval --out results/quality
     hypergen-eval --families bbq_lite_json,logical_deduction --eval-examples 50 --out results/q2
     hypergen-eval --methods base,nearest,hypergen --limit 5 --out results/smoke
+    hypergen-eval --per-family 1 --eval-examples 30 --out results/quality   # one task per family
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -56,7 +63,7 @@ from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig
 from hypergen.encoder import TaskEncoder
 from hypergen.errors import HypergenError
-from hypergen.generator import DEFAULT_ZOO, HyperGen
+from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
 from training import report
 from training.baselines import AdapterSlot, BaselineError, ExpertCache, zoo_recipe, zoo_records
 from training.methods import METHOD_NOTES, METHODS, RUNNERS, Harness, MethodError
@@ -73,6 +80,14 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
     else:
         tasks = [t for t in synthetic_tasks() if args.tasks == "all" or is_held_out(t.family)]
         tasks = [t for t in tasks if families is None or t.family in families][: args.limit]
+    if args.per_family is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for task in tasks:
+            seen[task.family] = seen.get(task.family, 0) + 1
+            if seen[task.family] <= args.per_family:
+                kept.append(task)
+        tasks = kept
     if not tasks:
         raise BaselineError(f"no {args.tasks} {args.source} tasks match --families {args.families}")
     return tasks
@@ -127,7 +142,7 @@ def build_harness(args: argparse.Namespace, methods: list[str]) -> Harness:
     )
 
 
-def run_task(h: Harness, task: Task, methods: list[str], n: int, bar, timings: dict) -> dict:
+def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
     """Every method on one task's eval examples; a failing method raises :class:`MethodError`."""
     examples = eval_examples(task, n, h.seed)
     entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
@@ -140,13 +155,80 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar, timings: d
             result = RUNNERS[method](h, task, examples)
         except Exception as exc:
             raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
-        seconds = time.perf_counter() - start
-        timings[method] = timings.get(method, 0.0) + seconds
         entry["scores"][method] = float(result["score"])
-        entry["details"][method] = {**result, "seconds": round(seconds, 3)}
+        entry["details"][method] = {**result, "seconds": round(time.perf_counter() - start, 3)}
         entry["metric"] = result["metric"]
         bar.update()
     return entry
+
+
+# --- resuming a stopped run ------------------------------------------------------------------
+class Progress:
+    """``<out>/progress.jsonl``: the run's key on the first line, then one finished task a line.
+
+    The key holds every setting that changes a number (methods, examples, seeds, budgets, k,
+    tau) and fingerprints of the models, the generator checkpoint and the zoo's experts; a file
+    with another key is set aside (renamed ``progress.jsonl.old``) and the run starts over.
+    """
+
+    def __init__(self, out: Path, key: dict, fresh: bool = False):
+        self.path, self.key = out / "progress.jsonl", key
+        self.done: dict[str, dict] = {}
+        if not fresh:
+            self.done = self._read()
+        if self.done:
+            logger.info("resuming: %d finished tasks read from %s", len(self.done), self.path)
+        else:
+            if self.path.exists():
+                self.path.replace(self.path.with_name("progress.jsonl.old"))
+            out.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"key": key}, sort_keys=True) + "\n")
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            lines = self.path.read_text().splitlines()
+            if not lines or json.loads(lines[0]).get("key") != self.key:
+                return {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return {}
+        done = {}
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: that task runs again
+                break
+            done[entry["task_id"]] = entry
+        if done:  # drop a cut-short tail so the next append starts on a line of its own
+            kept = lines[: 1 + len(done)]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        return done
+
+    def add(self, entry: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry, default=report.jsonable) + "\n")
+            f.flush()
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 over a file or a folder's files (names and bytes)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
+    """What a finished task's numbers depend on (see :class:`Progress`)."""
+    settings = ("source", "tasks", "eval_examples", "seed", "paraphrases", "best_of_n")
+    settings += ("oracle_steps", "multitask_steps", "device")
+    key = {name: getattr(args, name) for name in settings}
+    key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
+    key["zoo_experts_sha256"] = hashlib.sha256("\n".join(h.bank.expert_ids).encode()).hexdigest()
+    if h.generator is not None:
+        key["generator_sha256"] = _fingerprint(Path(args.generator or DEFAULT_GENERATOR))
+    return json.loads(json.dumps(key, default=str))
 
 
 def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -156,29 +238,50 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     tasks = load_tasks(args)
     h = build_harness(args, methods)
     check_held_out(tasks, h.bank, args.tasks)
+    progress = Progress(args.out, run_key(args, h, methods), fresh=args.fresh)
     logger.info(
         "%d tasks × %d methods, %d eval examples each", len(tasks), len(methods), args.eval_examples
     )
-    timings: dict[str, float] = {}
+    entries = []
     with tqdm(total=len(tasks) * len(methods), desc="hypergen-eval", disable=args.quiet) as bar:
-        entries = [run_task(h, t, methods, args.eval_examples, bar, timings) for t in tasks]
+        for task in tasks:
+            entry = progress.done.get(task.task_id)
+            if entry is None:
+                entry = run_task(h, task, methods, args.eval_examples, bar)
+                progress.add(entry)
+            else:
+                bar.update(len(methods))
+            entries.append(entry)
+    timings = {m: sum(e["details"][m]["seconds"] for e in entries) for m in methods}
     results = {
         "command": "hypergen-eval " + shlex.join(argv),
         "argv": argv,
         "started": started,
         "seconds": time.perf_counter() - start,
+        "resumed_tasks": sum(e["task_id"] in progress.done for e in entries),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "models": _names(args, h),
         "methods": methods,
         "method_notes": {m: METHOD_NOTES[m] for m in methods},
         "tasks": entries,
         "timings": {m: round(timings[m], 2) for m in methods},
-        "training": h.training,
+        "training": _training(h, entries),
     }
     results["config"].update(k=h.k, tau=h.tau, recipe=_recipe(h))
     results["summary"] = report.summarise(entries, methods)
     report.write_outputs(results, args.out)
     return results
+
+
+def _training(h: Harness, entries: list[dict]) -> dict:
+    """The multitask and oracle training records, including those of resumed tasks."""
+    training = {"multitask": h.training["multitask"], "oracle": {}}
+    for e in entries:
+        if "multitask" in e["details"] and training["multitask"] is None:
+            training["multitask"] = e["details"]["multitask"].get("training")
+        if "oracle" in e["details"]:
+            training["oracle"][e["task_id"]] = e["details"]["oracle"].get("training")
+    return training
 
 
 def _names(args: argparse.Namespace, h: Harness) -> dict:
@@ -254,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--families", help="comma-separated families to keep (default: all of --tasks)")
     add("--limit", type=int, help="evaluate only the first N tasks")
     add(
+        "--per-family",
+        type=int,
+        help="evaluate at most N tasks of each family (the first by task id; default: all)",
+    )
+    add(
         "--eval-examples",
         type=int,
         default=100,
@@ -295,12 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on multitask training steps (default: recipe steps × zoo experts)",
     )
     add("--device", default="cpu", help="torch device of the base model (default: %(default)s)")
+    add(
+        "--fresh",
+        action="store_true",
+        help="start over: ignore the finished tasks in <out>/progress.jsonl",
+    )
     add("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("eval_examples", "best_of_n", "limit", "k", "oracle_steps", "multitask_steps"):
+    for name in ("eval_examples", "best_of_n", "limit", "per_family", "k") + (
+        "oracle_steps",
+        "multitask_steps",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"hypergen-eval: --{name.replace('_', '-')} must be >= 1, got {value}")

@@ -163,7 +163,7 @@ def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
         h._multitask, h.training["multitask"] = h.cache.get(
             "multitask", lambda: union_task(load_zoo_tasks(ids)), config, extra
         )
-    return h.score(h.slot.use(h._multitask), examples)
+    return {**h.score(h.slot.use(h._multitask), examples), "training": h.training["multitask"]}
 
 
 def run_hypergen(h: Harness, task: Task, examples: list[Example]) -> dict:
@@ -198,7 +198,10 @@ def run_oracle(h: Harness, task: Task, examples: list[Example]) -> dict:
     extra = {"task_id": task.task_id, "train_sha256": hashlib.sha256(pairs.encode()).hexdigest()}
     name = f"oracle/{expert_id_for(task.task_id)}"
     adapter, h.training["oracle"][task.task_id] = h.cache.get(name, task, config, extra)
-    return h.score(h.slot.use(adapter), examples)
+    return {
+        **h.score(h.slot.use(adapter), examples),
+        "training": h.training["oracle"][task.task_id],
+    }
 
 
 RUNNERS: dict[str, Callable[[Harness, Task, list[Example]], dict]] = {

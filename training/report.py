@@ -179,14 +179,14 @@ def write_outputs(results: dict, out: Path) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``results.png`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
-    paths["json"].write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    paths["json"].write_text(json.dumps(results, indent=1, default=jsonable) + "\n")
     paths["md"].write_text(markdown(results))
     plot(results, paths["png"])
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
 
 
-def _jsonable(value):
+def jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (Path, tuple, set)):

@@ -240,3 +240,55 @@ def test_help_documents_every_method(capsys):
         assert m in text
     for option in ("--multitask-steps", "--oracle-steps", "--paraphrases", "--best-of-n"):
         assert option in text
+
+
+def test_a_stopped_run_resumes_where_it_stopped(setup, tiny_model_dir, tmp_path, monkeypatch):
+    """A run killed on its second task keeps the first; the rerun scores only what is left."""
+    argv = _argv(setup, tiny_model_dir, tmp_path, "--methods", "base,topk-merge")
+    held_out = sorted(t.task_id for t in synthetic_tasks() if is_held_out(t.family))
+    real_merge, calls = methods.RUNNERS["topk-merge"], []
+
+    def dies_on_the_second_task(h, task, examples):
+        if task.task_id == held_out[1]:
+            raise KeyboardInterrupt  # as when the user stops it: nothing catches this
+        return real_merge(h, task, examples)
+
+    monkeypatch.setitem(methods.RUNNERS, "topk-merge", dies_on_the_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(argv)
+    lines = (tmp_path / "progress.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["task_id"] == held_out[0]
+    with (tmp_path / "progress.jsonl").open("a") as f:
+        f.write('{"task_id": "cut short by a kill')  # a half-written line is run again
+
+    def counted(h, task, examples):
+        calls.append(task.task_id)
+        return real_merge(h, task, examples)
+
+    monkeypatch.setitem(methods.RUNNERS, "topk-merge", counted)
+    assert evaluate.main(argv) == 0
+    assert calls == held_out[1:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["resumed_tasks"] == 1
+    assert [t["task_id"] for t in results["tasks"]] == held_out
+    assert results["tasks"][0]["scores"] == json.loads(lines[1])["scores"]
+    assert results["timings"]["topk-merge"] == pytest.approx(
+        sum(t["details"]["topk-merge"]["seconds"] for t in results["tasks"]), abs=0.05
+    )
+
+    calls.clear()  # another seed changes the numbers: nothing is reused
+    assert evaluate.main([*argv, "--seed", "1"]) == 0
+    assert calls == held_out
+    assert json.loads((tmp_path / "results.json").read_text())["resumed_tasks"] == 0
+    assert (tmp_path / "progress.jsonl.old").exists()
+    calls.clear()
+    assert evaluate.main([*argv, "--seed", "1", "--fresh"]) == 0
+    assert calls == held_out
+
+
+def test_per_family_keeps_the_first_tasks_of_each_family(setup, tiny_model_dir, tmp_path):
+    argv = _argv(setup, tiny_model_dir, tmp_path, "--methods", "base", "--per-family", "1")
+    assert evaluate.main(argv) == 0
+    tasks = json.loads((tmp_path / "results.json").read_text())["tasks"]
+    first = min(t.task_id for t in synthetic_tasks() if is_held_out(t.family))
+    assert [t["task_id"] for t in tasks] == [first]

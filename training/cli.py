@@ -37,7 +37,7 @@ from hypergen.errors import HypergenError
 from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, load_bank
 from training.module import GeneratorModule, new_model
-from training.sft import SFTModule, first_description_loader
+from training.sft import TRAINABLE, SFTModule, first_description_loader
 
 logger = logging.getLogger("hypergen.train")
 _ARCH_HELP = {
@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="task examples run with each row's adapter (default: %(default)s)",
     )
     sft("--sft-lr", type=float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
+    sft(
+        "--sft-train",
+        choices=TRAINABLE,
+        default="all",
+        help="what the stage trains: all the generator's parameters, or only the gates that "
+        "rescale the neighbours' merge per layer and module (default: %(default)s)",
+    )
     sft(
         "--sft-val-every",
         type=int,
@@ -349,6 +356,7 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
         lr=args.sft_lr,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        trainable=args.sft_train,
     )
     val = first_description_loader(data, args.sft_rows)
     trainer = L.Trainer(
@@ -383,6 +391,7 @@ def _sft_record(module: SFTModule, trainer: L.Trainer, args, seconds: float) -> 
         "rows_per_step": args.sft_rows,
         "examples_per_row": args.sft_examples,
         "lr": args.sft_lr,
+        "trained": args.sft_train,
         "initial_metrics": {k: round(float(v), 6) for k, v in initial.items()},
         "best_val_sft_loss": None if not initial else round(module.best_score, 6),
         "improved": module.best_state is not None,

@@ -92,6 +92,9 @@ class BatchedLora:
         self.remove()
 
 
+TRAINABLE = ("all", "gates")
+
+
 class SFTModule(L.LightningModule):
     """Fine-tunes ``model`` so its adapters lower the base model's loss on the zoo's tasks.
 
@@ -105,6 +108,9 @@ class SFTModule(L.LightningModule):
         max_length: tokens per example (the zoo recipe's ``max_length``).
         lr, weight_decay: AdamW settings.
         seed: seeds the draw of training examples.
+        trainable: ``"all"`` the generator's parameters, or ``"gates"`` only the per-module
+            gates that scale the neighbours' merge (a few hundred numbers: the adapter stays
+            the merge, rescaled per layer and module as the condition says).
     """
 
     def __init__(
@@ -118,8 +124,11 @@ class SFTModule(L.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         seed: int = 0,
+        trainable: str = "all",
     ):
         super().__init__()
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
         if len(tasks) != len(bank):
             raise ValueError(f"need one task per expert: {len(tasks)} tasks, {len(bank)} experts")
         empty = [t.task_id for t in tasks if not t.train or not t.eval]
@@ -222,9 +231,17 @@ class SFTModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         keep_best(self, "val_sft_loss")
 
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        if self.hparams.trainable == "gates":
+            return list(self.model.gates.parameters())
+        return list(self.model.parameters())
+
     def configure_optimizers(self):
+        trained = {id(p) for p in self.trained_parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trained)
         return torch.optim.AdamW(
-            self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.trained_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
     def teardown(self, stage: str) -> None:

@@ -122,3 +122,25 @@ def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, 
     ]
     assert not sft["improved"] or changed
     assert np.isfinite(sft["last_metrics"]["train_sft_loss"])
+
+
+def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "gen"
+    argv = [
+        "--zoo",
+        str(setup / "zoo"),
+        "--out",
+        str(out),
+        "--warm-start",
+        str(setup / "generator"),
+    ]
+    argv += ["--epochs", "0", "--sft-steps", "3", "--sft-rows", "2", "--sft-examples", "2"]
+    argv += ["--sft-train", "gates", "--sft-lr", "1e-2", "--val-fraction", "0"]
+    argv += ["--save-dtype", "float32"]  # float16 rounding would change every weight
+    argv += ["--base-model", str(tiny_model_dir), "--quiet", "--logs", str(tmp_path / "logs")]
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["extra"]["sft"]["trained"] == "gates"
+    before = LoraCVAE.from_pretrained(setup / "generator").state_dict()
+    after = LoraCVAE.from_pretrained(out).state_dict()
+    changed = {n for n, p in after.items() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("gates.") for n in changed)

@@ -46,6 +46,29 @@ def test_search_matches_brute_force_and_excludes(bank_file):
         bank.search(queries[:1], k=6, exclude=[{0}])
 
 
+def test_two_stage_search_of_a_big_bank(bank_file):
+    """Above ``approximate_above`` experts, search scans only the shortlist's rows: with the
+    whole bank shortlisted it is exact; with less, each returned similarity is still the
+    expert's exact best row, and a shortlist that exclusions empty falls back to every row."""
+    bank = ExpertBank.from_export(bank_file)
+    queries = unit_rows(5, seed=7)
+    exclude = [{q % 6} for q in range(5)]
+    exact = bank.search_exact(queries, 3, exclude)
+    bank.approximate_above, bank.shortlist = 0, 6
+    for got, want in zip(bank.search(queries, 3, exclude), exact, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    bank.shortlist = 3
+    idx, sims = bank.search(queries, 2)
+    full = queries @ bank.embeddings.T
+    for q in range(5):
+        best = [full[q, bank.row_expert == e].max() for e in idx[q]]
+        np.testing.assert_allclose(sims[q], best, atol=1e-6)
+        assert sims[q, 0] >= sims[q, 1]
+    bank.shortlist = 1  # 1 + 1 excluded leaves one expert for k=3: every row is scanned
+    for got, want in zip(bank.search(queries, 3, exclude), exact, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_bad_export_files(tmp_path):
     with pytest.raises(BankError, match="does not exist"):
         read_zoo_export(tmp_path / "none.safetensors")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 
@@ -45,6 +46,7 @@ def test_every_figure_is_present_and_positive(result, capsys):
     for n, s in f["scale"].items():
         assert s["experts"] == int(n) and s["rows"] == bench_zoo.DESCRIPTIONS * int(n)
         assert not s["weights_in_memory"]  # the bank read only the neighbours' weights
+        assert s["search_mode"] == "exact" and s["search_recall"] == 1.0  # small zoos: exact
     assert f["train"]["steps"] == 2 and "quick" in f["train"]["recipe_source"]
     found = dict(numbers(f))
     assert len(found) > 60
@@ -87,3 +89,13 @@ def test_synthetic_export_is_a_valid_export(tmp_path):
     gram = a @ a.transpose(-1, -2)  # A = √S Vᵀ: orthogonal rows
     off = gram - gram.diagonal(dim1=-2, dim2=-1).diag_embed()
     assert off.abs().max() < 1e-2 * gram.abs().max()
+
+
+def test_synthetic_descriptions_cluster_like_the_shipped_zoos_paraphrases():
+    rows = bench_zoo.description_rows(200, 384, seed=3)
+    centres = rows.reshape(200, bench_zoo.DESCRIPTIONS, 384).mean(1)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    own = np.einsum("erd,ed->er", rows.reshape(200, -1, 384), centres)
+    assert 0.93 < own.mean() < 0.97  # the shipped zoo: 0.952
+    others = centres @ centres.T - 2 * np.eye(200)
+    assert others.max(1).mean() < 0.4  # distinct experts stay apart

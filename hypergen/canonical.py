@@ -19,6 +19,7 @@ training; the SVD form works on any adapter, including ones users bring.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from hypergen.layout import LoraLayout, Weights
 
@@ -36,15 +37,21 @@ def canonical_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torc
     q_b, r_b = torch.linalg.qr(b.double())
     q_a, r_a = torch.linalg.qr(a.double().transpose(-1, -2))
     u0, s, v0h = torch.linalg.svd(r_b @ r_a.transpose(-1, -2), full_matrices=False)
-    left = q_b @ u0  # (..., out, r)
-    right = v0h @ q_a.transpose(-1, -2)  # (..., r, in)
+    a_canon, b_canon = balanced(q_b @ u0, s, v0h @ q_a.transpose(-1, -2))
+    return a_canon.to(a.dtype), b_canon.to(b.dtype)
+
+
+def balanced(left: torch.Tensor, s: torch.Tensor, right: torch.Tensor) -> tuple[Tensor, Tensor]:
+    """``(A', B') = (√S Vᵀ, U √S)`` from singular pairs ``U (..., out, r)``, ``S (..., r)``,
+    ``Vᵀ (..., r, in)``, each pair's sign fixed so the largest-magnitude entry of U's column is
+    positive."""
     pivot = left.abs().argmax(dim=-2, keepdim=True)
     sign = torch.sign(torch.gather(left, -2, pivot))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)  # (..., 1, r)
-    root = s.sqrt()
+    root = s.clamp_min(0).sqrt()
     b_canon = left * sign * root.unsqueeze(-2)
     a_canon = right * sign.transpose(-1, -2) * root.unsqueeze(-1)
-    return a_canon.to(a.dtype), b_canon.to(b.dtype)
+    return a_canon, b_canon
 
 
 def canonicalize(layout: LoraLayout, weights: Weights) -> Weights:

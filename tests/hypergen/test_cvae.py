@@ -22,6 +22,7 @@ from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter
 from hypergen.bank import ExpertBank, ZooExport
 from hypergen.canonical import canonical_pair
+from hypergen.conditioning import merge_pairs
 from hypergen.cvae import (
     CheckpointError,
     CVAEConfig,
@@ -220,6 +221,27 @@ def test_the_merge_is_the_best_rank_r_approximation_of_the_weighted_sum(bank):
         # averaging factors instead loses most of the update's size: the reason for the merge
         mean_a, mean_b = from_chunks(bank.layout, cond[f"mean.{m}"], m)
         assert (mean_b @ mean_a).norm() < (merged_b @ merged_a).norm()
+
+
+def test_the_merge_is_canonical_and_survives_degenerate_neighbours():
+    """merge_pairs gives canonical factors (canonical_pair leaves them as they are), and stays
+    exact and finite when neighbours repeat, weigh nothing or are all zero."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 4, 3, 4, 24, generator=gen) * 0.1  # (n, k, L, r, in)
+    b = torch.randn(2, 4, 3, 20, 4, generator=gen) * 0.1  # (n, k, L, out, r)
+    a[1, 1], b[1, 1] = a[1, 0], b[1, 0]  # a repeated neighbour
+    a[1, 3], b[1, 3] = 0.0, 0.0  # an all-zero expert
+    w = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.5, 0.5, 0.0, 0.0]])
+    merged_a, merged_b = merge_pairs(a, b, w)
+    again_a, again_b = canonical_pair(merged_a, merged_b)
+    torch.testing.assert_close(again_a, merged_a, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(again_b, merged_b, atol=1e-5, rtol=1e-4)
+    dense = (w.double()[..., None, None, None] * (b.double() @ a.double())).sum(1)
+    u, s, vh = torch.linalg.svd(dense)
+    best = u[..., :4] @ torch.diag_embed(s[..., :4]) @ vh[..., :4, :]
+    torch.testing.assert_close((merged_b @ merged_a).double(), best, atol=1e-5, rtol=1e-4)
+    zero_a, zero_b = merge_pairs(torch.zeros_like(a), torch.zeros_like(b), w)
+    assert torch.isfinite(zero_a).all() and not zero_a.any() and not zero_b.any()
 
 
 def test_generated_weights_validate_and_load_as_an_adapter(model, bank, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,10 +17,12 @@ from hypergen.base_model import load_base_model
 from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
-from tests.training.test_evaluate import one_thread, setup  # noqa: F401  (fixtures)
+from tests.training.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
+from training import diagnostics
 from training.baselines import load_zoo_tasks, zoo_records
 from training.cli import main
 from training.data import GeneratorDataModule
+from training.module import new_model
 from training.sft import BatchedLora, SFTModule, first_description_loader
 
 
@@ -144,3 +147,46 @@ def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_p
     after = LoraCVAE.from_pretrained(out).state_dict()
     changed = {n for n, p in after.items() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("gates.") for n in changed)
+
+
+def test_merge_scale_diagnostic_agrees_with_the_stage_validation(setup, tiny_model_dir, capsys):  # noqa: F811
+    """Scale 1 is the merge and scale 0 no adapter: the same numbers the stage's own validation
+    logs (val_sft_loss_merge, val_sft_loss_base) on the same split."""
+    zoo = str(setup / "zoo")
+    losses, n = diagnostics.merge_scale_losses(
+        zoo, [0.0, 1.0, 2.0], 2, 3, 0.1, 0.3, 0, tiny_model_dir
+    )
+    bank = ExpertBank.load(zoo)
+    records = {r["expert_id"]: r for r in zoo_records(zoo)}
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    data = GeneratorDataModule(bank, k=3, batch_size=4, val_fraction=0.3, seed=0)
+    data.setup()
+    model = new_model(bank, data.train_experts, k=3, tau=0.1)
+    module = SFTModule(model, bank, load_base_model(tiny_model_dir), tasks, 2, RECIPE.max_length)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    logged = trainer.validate(module, first_description_loader(data, 4), verbose=False)[0]
+    assert n == 2 * len(data.val_experts) > 0
+    # (rel 1e-4: Lightning averages the logged batch means in float32; another split or other
+    # examples would be off by far more)
+    assert losses[1.0] == pytest.approx(logged["val_sft_loss_merge"], rel=1e-4)
+    assert losses[0.0] == pytest.approx(logged["val_sft_loss_base"], rel=1e-4)
+    assert losses[2.0] != pytest.approx(losses[1.0])
+    assert (
+        diagnostics.main(
+            [
+                "merge-scale",
+                "--zoo",
+                zoo,
+                "--k",
+                "3",
+                "--examples",
+                "1",
+                "--val-fraction",
+                "0.3",
+                "--base-model",
+                str(tiny_model_dir),
+            ]
+        )
+        == 0
+    )
+    assert "scale 1.00" in capsys.readouterr().out

@@ -90,7 +90,7 @@ def markdown(results: dict) -> str:
         f"generator `{setup['generator']}`, encoder `{setup['encoder']}`; "
         f"{results['config']['eval_examples']} eval examples per task (seed {results['config']['seed']}, "
         f"the same examples for every method); {len(results['tasks'])} tasks; "
-        f"{results['seconds']:.0f} s in all.",
+        f"{results['seconds']:.0f} s in all" + _resumed(results) + ".",
         "",
         "| task | metric | n | " + " | ".join(_label(m) for m in methods) + " |",
         "|---|---|---:|" + "---:|" * len(methods),
@@ -110,6 +110,16 @@ def markdown(results: dict) -> str:
         lines.append(f"| **share of oracle gain** ({n} tasks with oracle > base) | | | {cells} |")
     lines += ["", *_notes(results), *_spread_table(summary["spread"]), *_timings(results)]
     return "\n".join(lines) + "\n"
+
+
+def _resumed(results: dict) -> str:
+    n = results.get("resumed_tasks", 0)
+    if not n:
+        return ""
+    return (
+        f" ({n} tasks read back from a stopped run's progress.jsonl: the seconds above are this "
+        "run's, the per-method seconds below include theirs)"
+    )
 
 
 def _notes(results: dict) -> list[str]:

@@ -270,6 +270,10 @@ def test_a_stopped_run_resumes_where_it_stopped(setup, tiny_model_dir, tmp_path,
     assert calls == held_out[1:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed_tasks"] == 1
+    assert (
+        "(1 tasks read back from a stopped run's progress.jsonl"
+        in (tmp_path / "results.md").read_text()
+    )
     assert [t["task_id"] for t in results["tasks"]] == held_out
     assert results["tasks"][0]["scores"] == json.loads(lines[1])["scores"]
     assert results["timings"]["topk-merge"] == pytest.approx(

@@ -191,16 +191,16 @@ class Progress:
                 return {}
         except (OSError, json.JSONDecodeError, AttributeError):
             return {}
-        done = {}
+        done, whole = {}, 1
         for line in lines[1:]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill: that task runs again
                 break
-            done[entry["task_id"]] = entry
-        if done:  # drop a cut-short tail so the next append starts on a line of its own
-            kept = lines[: 1 + len(done)]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            done[entry["task_id"]] = entry  # a task finished twice (two runs at once): the last
+            whole += 1
+        if whole < len(lines):  # drop a cut-short tail so the next append starts a new line
+            self.path.write_text("".join(line + "\n" for line in lines[:whole]))
         return done
 
     def add(self, entry: dict) -> None:

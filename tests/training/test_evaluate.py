@@ -259,6 +259,7 @@ def test_a_stopped_run_resumes_where_it_stopped(setup, tiny_model_dir, tmp_path,
     lines = (tmp_path / "progress.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[1])["task_id"] == held_out[0]
     with (tmp_path / "progress.jsonl").open("a") as f:
+        f.write(lines[1] + "\n")  # the same task finished twice (two runs at once): kept once
         f.write('{"task_id": "cut short by a kill')  # a half-written line is run again
 
     def counted(h, task, examples):
@@ -268,6 +269,8 @@ def test_a_stopped_run_resumes_where_it_stopped(setup, tiny_model_dir, tmp_path,
     monkeypatch.setitem(methods.RUNNERS, "topk-merge", counted)
     assert evaluate.main(argv) == 0
     assert calls == held_out[1:]
+    saved = (tmp_path / "progress.jsonl").read_text().splitlines()[1:]
+    assert [json.loads(x)["task_id"] for x in saved] == [held_out[0], *held_out]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed_tasks"] == 1
     assert (

@@ -108,6 +108,11 @@ def generate(
     n, t, s = check_options(samples, temperature, seed)
     if n > 1 and t == 0.0:
         raise AppError("With temperature 0 every sample is the same: raise the temperature.")
+    if n > 1 and not generator.samples_differ:
+        raise AppError(
+            "This generator is untrained past the neighbours' merge, so every sample is the "
+            "same adapter: ask for 1 sample."
+        )
     start = time.perf_counter()
     out = generator.generate(text, num_samples=n, temperature=t, seed=s)
     adapters = out if isinstance(out, list) else [out]

@@ -199,14 +199,23 @@ class LoraCVAE(nn.Module):
         )
         self.heads = nn.ModuleDict({m: _bottleneck(h, hr, n) for m, n in chunk.items()})
         self.gates = nn.ModuleDict({m: nn.Linear(h, 1) for m in chunk})
-        outputs = [*(head[-1] for head in self.heads.values()), *self.gates.values()]
-        for layer in outputs:  # a fresh decoder outputs the neighbours' merge
+        for layer in self._output_layers():  # a fresh decoder outputs the neighbours' merge
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         for m, n in chunk.items():
             self.register_buffer(f"mean_{m}", torch.zeros(lay.num_layers, n))
             self.register_buffer(f"std_{m}", torch.ones(lay.num_layers, n))
             self.register_buffer(f"dw_scale_{m}", torch.ones(()))
+
+    def _output_layers(self) -> list[nn.Linear]:
+        return [*(head[-1] for head in self.heads.values()), *self.gates.values()]
+
+    @property
+    def ignores_latent(self) -> bool:
+        """True while the gates and the heads' output layers are all zero, as in a fresh
+        (untrained) decoder: every latent then decodes to the neighbours' merge, so samples at
+        any temperature are identical."""
+        return all(not p.any() for layer in self._output_layers() for p in layer.parameters())
 
     # --- normalisation --------------------------------------------------------------------------
     @torch.no_grad()

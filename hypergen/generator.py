@@ -8,6 +8,7 @@ the base model, swapping adapters in place without reloading the base.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,12 @@ class HyperGen:
         )
         return cls(cvae, bank, encoder_, base_model)
 
+    @property
+    def samples_differ(self) -> bool:
+        """Whether samples at ``temperature > 0`` can differ (False for an untrained decoder,
+        see :attr:`LoraCVAE.ignores_latent`)."""
+        return not self.cvae.ignores_latent
+
     @torch.no_grad()
     def generate(
         self,
@@ -137,6 +144,12 @@ class HyperGen:
             raise ValueError(f"give 1 to {MAX_BATCH} descriptions, got {len(texts)}")
         for i, text in enumerate(texts):
             check_description(text, where=None if single else f"description {i}")
+        if num_samples > 1 and not self.samples_differ:
+            warnings.warn(
+                "this generator's decoder ignores its latent (an untrained merge anchor): all "
+                f"{num_samples} samples are the neighbours' merge",
+                stacklevel=2,
+            )
         emb = self.encoder.encode(texts)
         cond = self.cvae.condition_inputs(self.bank, emb)
         gen = torch.Generator().manual_seed(seed)

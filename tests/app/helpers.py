@@ -85,6 +85,8 @@ class FakeGenerator:
         self._base: BaseModel | None = None
         self._slot = None
 
+    samples_differ = True
+
     def generate(self, description, num_samples: int = 1, temperature: float = 0.0, seed: int = 0):
         check_description(description)
         idx, sims = self.bank.search(self.encoder.encode([description]), self.k)

@@ -140,6 +140,13 @@ def test_stream_answers_bad_input(fake_generator, text, message):
     assert list(handlers.stream_answers(fake_generator, adapter, "ok"))[-1][1]
 
 
+def test_samples_of_an_untrained_generator_are_refused(fake_generator, monkeypatch):
+    monkeypatch.setattr(fake_generator, "samples_differ", False)
+    with pytest.raises(handlers.AppError, match="ask for 1 sample"):
+        handlers.generate(fake_generator, REVIEW, samples=2, temperature=1.0)
+    assert handlers.generate(fake_generator, REVIEW, samples=1, temperature=1.0).adapters
+
+
 def test_lock_is_released_when_the_reader_stops_early(fake_generator):
     adapter = handlers.generate(fake_generator, REVIEW).adapters[0]
     stream = handlers.stream_answers(fake_generator, adapter, "hello")

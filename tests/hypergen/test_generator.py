@@ -96,6 +96,19 @@ def test_seeds_samples_and_batches(setup, tiny_model_dir):
     torch.testing.assert_close(batch[0].adapter.weights[key], single.adapter.weights[key])
 
 
+def test_an_untrained_generator_says_its_samples_are_all_the_merge(setup, tiny_model_dir):
+    gen = _gen(setup, tiny_model_dir)
+    assert gen.samples_differ
+    with torch.no_grad():
+        for name, param in gen.cvae.named_parameters():
+            if name.startswith("heads."):
+                param.zero_()  # back to a fresh decoder: the latent no longer matters
+    assert not gen.samples_differ
+    with pytest.warns(UserWarning, match="all 2 samples are the neighbours' merge"):
+        a, b = gen.generate("Reverse a word", num_samples=2, temperature=1.0)
+    assert all(torch.equal(a.adapter.weights[k], v) for k, v in b.adapter.weights.items())
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 100_000, None, 3])
 def test_bad_descriptions(setup, tiny_model_dir, bad):
     with pytest.raises((DescriptionError, ValueError)):

@@ -333,6 +333,14 @@ class ExpertBank:
             ``(idx, sims)``: ``(n, k)`` int64 expert indices and float32 cosine similarities,
             best first.
         """
+        queries, exclude = self._check_search(queries, k, exclude)
+        if len(self) > self.approximate_above:
+            return self._search_shortlist(queries, k, exclude)
+        return self.search_exact(queries, k, exclude)
+
+    def _check_search(
+        self, queries: np.ndarray, k: int, exclude: list[set[int]] | None
+    ) -> tuple[np.ndarray, list[set[int]]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         exclude = exclude or [set()] * len(queries)
         most = max((len(e) for e in exclude), default=0)
@@ -340,16 +348,13 @@ class ExpertBank:
             raise BankError(
                 f"cannot return {k} neighbours from {len(self)} experts with {most} excluded"
             )
-        if len(self) > self.approximate_above:
-            return self._search_shortlist(queries, k, exclude)
-        return self.search_exact(queries, k, exclude)
+        return queries, exclude
 
     def search_exact(
         self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` over every description row, whatever the bank's size."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        exclude = exclude or [set()] * len(queries)
+        queries, exclude = self._check_search(queries, k, exclude)
         most = max((len(e) for e in exclude), default=0)
         idx = np.zeros((len(queries), k), dtype=np.int64)
         sims = np.zeros((len(queries), k), dtype=np.float32)

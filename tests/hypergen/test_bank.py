@@ -44,6 +44,8 @@ def test_search_matches_brute_force_and_excludes(bank_file):
     assert all(idx[q, 0] not in idx_ex[q] for q in range(5))
     with pytest.raises(BankError, match="cannot return 6 neighbours"):
         bank.search(queries[:1], k=6, exclude=[{0}])
+    with pytest.raises(BankError, match="cannot return 7 neighbours"):
+        bank.search_exact(queries[:1], k=7)
 
 
 def test_two_stage_search_of_a_big_bank(bank_file):

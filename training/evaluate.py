@@ -413,10 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("eval_examples", "best_of_n", "limit", "per_family", "k") + (
-        "oracle_steps",
-        "multitask_steps",
-    ):
+    positive = ("eval_examples", "best_of_n", "limit", "per_family", "k")
+    for name in (*positive, "oracle_steps", "multitask_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"hypergen-eval: --{name.replace('_', '-')} must be >= 1, got {value}")

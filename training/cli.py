@@ -34,10 +34,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
-from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, load_bank
 from training.module import GeneratorModule, new_model
-from training.sft import TRAINABLE, SFTModule, first_description_loader
+from training.sft import TRAINABLE, SFTModule, first_description_loader, zoo_tasks
 
 logger = logging.getLogger("hypergen.train")
 _ARCH_HELP = {
@@ -339,13 +338,8 @@ def _recon_summary(module: GeneratorModule, record: dict) -> str:
 def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path):
     """Fine-tune ``model`` through the base model (:mod:`training.sft`); it ends holding the
     weights with the best ``val_sft_loss`` (the stage's starting point included)."""
-    records = {r["expert_id"]: r for r in zoo_records(args.zoo)}
-    missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
-    if missing:
-        raise ValueError(f"--sft-steps needs each expert's task_id; missing for {missing[:5]}")
-    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    tasks, recipe = zoo_tasks(args.zoo, bank)
     base = load_base_model(args.base_model)
-    recipe = zoo_recipe(list(records.values()))
     module = SFTModule(
         model,
         bank,

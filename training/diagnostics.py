@@ -18,10 +18,9 @@ import sys
 import torch
 
 from hypergen.cvae import CVAEConfig
-from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, load_bank
 from training.module import new_model
-from training.sft import SFTModule, first_description_loader
+from training.sft import SFTModule, first_description_loader, zoo_tasks
 
 
 def merge_scale_losses(
@@ -41,9 +40,7 @@ def merge_scale_losses(
     data = GeneratorDataModule(bank, k, 4, val_fraction, seed, False)
     data.setup()
     model = new_model(bank, data.train_experts, k=k, tau=tau)
-    records = {r["expert_id"]: r for r in zoo_records(zoo)}
-    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
-    recipe = zoo_recipe(list(records.values()))
+    tasks, recipe = zoo_tasks(zoo, bank)
     module = SFTModule(
         model, bank, load_base_model(base_model), tasks, examples, recipe.max_length, seed=seed
     )

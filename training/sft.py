@@ -31,11 +31,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from expert_zoo.tasks import Example, Task
+from expert_zoo.train import ExpertTrainConfig
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel
 from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout, Weights
 from hypergen.prompting import make_batch
+from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, RowDataset
 from training.module import RowConditions, keep_best
 
@@ -93,6 +95,19 @@ class BatchedLora:
 
 
 TRAINABLE = ("all", "gates")
+
+
+def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
+    """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
+    in expert order, and the zoo's training recipe."""
+    records = {r["expert_id"]: r for r in zoo_records(zoo)}
+    missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
+    if missing:
+        raise ValueError(
+            f"the end-to-end stage (--sft-steps) needs each expert's task_id; missing for {missing[:5]}"
+        )
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    return tasks, zoo_recipe(list(records.values()))
 
 
 class SFTModule(L.LightningModule):

@@ -96,19 +96,18 @@ def test_a_few_steps_lower_the_loss_on_the_validation_experts_tasks(parts):
     module.teardown("fit")
 
 
+def _warm_start_argv(root, tiny_model_dir, tmp_path, *extra) -> list[str]:
+    """hypergen-train from the setup generator, end-to-end stage only, into ``tmp_path/gen``."""
+    argv = ["--zoo", str(root / "zoo"), "--out", str(tmp_path / "gen")]
+    argv += ["--warm-start", str(root / "generator"), "--epochs", "0", "--sft-rows", "2"]
+    argv += ["--sft-examples", "2", "--base-model", str(tiny_model_dir), "--quiet"]
+    return [*argv, "--logs", str(tmp_path / "logs"), *extra]
+
+
 def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "gen"
-    argv = [
-        "--zoo",
-        str(setup / "zoo"),
-        "--out",
-        str(out),
-        "--warm-start",
-        str(setup / "generator"),
-    ]
-    argv += ["--epochs", "0", "--sft-steps", "4", "--sft-val-every", "2", "--sft-rows", "2"]
-    argv += ["--sft-examples", "2", "--base-model", str(tiny_model_dir), "--quiet"]
-    argv += ["--val-fraction", "0.3", "--logs", str(tmp_path / "logs")]
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "4")
+    argv += ["--sft-val-every", "2", "--val-fraction", "0.3"]
     assert main(argv) == 0
     assert "end-to-end stage: val_sft_loss" in capsys.readouterr().out
     record = json.loads((out / "config.json").read_text())["extra"]
@@ -129,18 +128,9 @@ def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, 
 
 def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_path):  # noqa: F811
     out = tmp_path / "gen"
-    argv = [
-        "--zoo",
-        str(setup / "zoo"),
-        "--out",
-        str(out),
-        "--warm-start",
-        str(setup / "generator"),
-    ]
-    argv += ["--epochs", "0", "--sft-steps", "3", "--sft-rows", "2", "--sft-examples", "2"]
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "3")
     argv += ["--sft-train", "gates", "--sft-lr", "1e-2", "--val-fraction", "0"]
     argv += ["--save-dtype", "float32"]  # float16 rounding would change every weight
-    argv += ["--base-model", str(tiny_model_dir), "--quiet", "--logs", str(tmp_path / "logs")]
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["extra"]["sft"]["trained"] == "gates"
     before = LoraCVAE.from_pretrained(setup / "generator").state_dict()

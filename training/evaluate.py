@@ -265,7 +265,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
         "method_notes": {m: METHOD_NOTES[m] for m in methods},
         "tasks": entries,
         "timings": {m: round(timings[m], 2) for m in methods},
-        "training": _training(h, entries),
+        "training": _training(entries),
     }
     results["config"].update(k=h.k, tau=h.tau, recipe=_recipe(h))
     results["summary"] = report.summarise(entries, methods)
@@ -273,9 +273,9 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     return results
 
 
-def _training(h: Harness, entries: list[dict]) -> dict:
-    """The multitask and oracle training records, including those of resumed tasks."""
-    training = {"multitask": h.training["multitask"], "oracle": {}}
+def _training(entries: list[dict]) -> dict:
+    """The multitask and oracle training records (each task's entry keeps them)."""
+    training = {"multitask": None, "oracle": {}}
     for e in entries:
         if "multitask" in e["details"] and training["multitask"] is None:
             training["multitask"] = e["details"]["multitask"].get("training")

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,8 +71,8 @@ class Harness:
     best_of_n: int
     oracle_steps: int | None
     multitask_steps: int | None
-    training: dict = field(default_factory=lambda: {"multitask": None, "oracle": {}})
-    _multitask: object = None
+    _multitask: tuple | None = None
+    """The multitask adapter and its training record, trained (or read back) once per run."""
 
     def score(self, model, examples: list[Example]) -> dict:
         return score_examples(model, self.base.tokenizer, examples)
@@ -160,10 +160,11 @@ def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
         ids = sorted(r["task_id"] for r in h.records)
         extra = {"zoo_task_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
         logger.info("multitask baseline: %d zoo tasks, %d steps", n, steps)
-        h._multitask, h.training["multitask"] = h.cache.get(
+        h._multitask = h.cache.get(
             "multitask", lambda: union_task(load_zoo_tasks(ids)), config, extra
         )
-    return {**h.score(h.slot.use(h._multitask), examples), "training": h.training["multitask"]}
+    adapter, record = h._multitask
+    return {**h.score(h.slot.use(adapter), examples), "training": record}
 
 
 def run_hypergen(h: Harness, task: Task, examples: list[Example]) -> dict:
@@ -197,11 +198,8 @@ def run_oracle(h: Harness, task: Task, examples: list[Example]) -> dict:
     pairs = json.dumps([(e.input, e.output) for e in task.train])
     extra = {"task_id": task.task_id, "train_sha256": hashlib.sha256(pairs.encode()).hexdigest()}
     name = f"oracle/{expert_id_for(task.task_id)}"
-    adapter, h.training["oracle"][task.task_id] = h.cache.get(name, task, config, extra)
-    return {
-        **h.score(h.slot.use(adapter), examples),
-        "training": h.training["oracle"][task.task_id],
-    }
+    adapter, record = h.cache.get(name, task, config, extra)
+    return {**h.score(h.slot.use(adapter), examples), "training": record}
 
 
 RUNNERS: dict[str, Callable[[Harness, Task, list[Example]], dict]] = {

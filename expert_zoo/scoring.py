@@ -19,6 +19,27 @@ from hypergen.prompting import IGNORE_INDEX, build_prompt, make_batch
 
 
 @torch.no_grad()
+def answer_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> list[tuple[float, int]]:
+    """``(summed log-probability, token count)`` of each ``answer`` given its ``input``."""
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(pairs), batch_size):
+        batch = make_batch(tokenizer, pairs[start : start + batch_size], max_length=max_length)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        logp = logits[:, :-1].float().log_softmax(-1)
+        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        mask = labels != IGNORE_INDEX
+        out.extend(zip((picked * mask).sum(-1).tolist(), mask.sum(-1).tolist(), strict=True))
+    return out
+
+
 def option_logprobs(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -27,16 +48,19 @@ def option_logprobs(
     max_length: int = 256,
 ) -> list[float]:
     """Summed log-probability of each ``answer`` given its ``input``; one float per pair."""
-    scores: list[float] = []
-    for start in range(0, len(pairs), batch_size):
-        batch = make_batch(tokenizer, pairs[start : start + batch_size], max_length=max_length)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        logp = logits[:, :-1].float().log_softmax(-1)
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores.extend((picked * (labels != IGNORE_INDEX)).sum(-1).tolist())
-    return scores
+    return [s for s, _ in answer_logprobs(model, tokenizer, pairs, batch_size, max_length)]
+
+
+def answer_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
+) -> float:
+    """Mean over ``examples`` of the per-token negative log-likelihood of the gold answer.
+
+    A continuous companion to accuracy: on a few dozen examples, accuracy moves in steps of
+    ``1/n`` and hides a method that makes the right answer likelier without making it win.
+    """
+    scored = answer_logprobs(model, tokenizer, [(e.input, e.output) for e in examples])
+    return sum(-s / max(n, 1) for s, n in scored) / len(scored)
 
 
 def normalise_answer(text: str) -> str:
@@ -76,24 +100,24 @@ def greedy_answers(
 def score_examples(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
 ) -> dict[str, float]:
-    """``{"metric": "mc_accuracy" | "exact_match", "score": float, "n": int}``."""
+    """``{"metric": "mc_accuracy" | "exact_match", "score": float, "n": int, "answer_loss":
+    float}`` (:func:`answer_loss`: the gold answer's per-token NLL, lower is better)."""
     if not examples:
         raise ValueError("no examples to score")
     was_training = model.training
     model.eval()
     try:
+        loss = answer_loss(model, tokenizer, examples)
         if all(e.options is not None for e in examples):
-            return {
-                "metric": "mc_accuracy",
-                "score": _mc_accuracy(model, tokenizer, examples),
-                "n": len(examples),
-            }
-        answers = greedy_answers(model, tokenizer, [e.input for e in examples])
-        hits = [
-            normalise_answer(a) == normalise_answer(e.output)
-            for a, e in zip(answers, examples, strict=True)
-        ]
-        return {"metric": "exact_match", "score": sum(hits) / len(hits), "n": len(examples)}
+            score = {"metric": "mc_accuracy", "score": _mc_accuracy(model, tokenizer, examples)}
+        else:
+            answers = greedy_answers(model, tokenizer, [e.input for e in examples])
+            hits = [
+                normalise_answer(a) == normalise_answer(e.output)
+                for a, e in zip(answers, examples, strict=True)
+            ]
+            score = {"metric": "exact_match", "score": sum(hits) / len(hits)}
+        return {**score, "n": len(examples), "answer_loss": loss}
     finally:
         model.train(was_training)
 

@@ -3,6 +3,9 @@
 Every method is scored with :func:`expert_zoo.scoring.score_examples` (multiple-choice
 log-likelihood accuracy, or exact match of the greedy answer) on the same eval examples of each
 task (drawn with ``--seed``), with one base model loaded once; adapters are swapped in place.
+Each method also gets the *answer loss*, the gold answer's per-token negative log-likelihood
+(:func:`expert_zoo.scoring.answer_loss`): a continuous measure that separates methods a few dozen
+examples of accuracy cannot.
 
 Methods (``--methods``, default all, in this order):
 
@@ -147,7 +150,7 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
     examples = eval_examples(task, n, h.seed)
     entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
     entry["descriptions"] = list(h.descriptions(task))
-    entry["scores"], entry["details"] = {}, {}
+    entry["scores"], entry["losses"], entry["details"] = {}, {}, {}
     for method in methods:
         bar.set_postfix_str(f"{task.task_id.split(':', 1)[-1][:40]} · {method}")
         start = time.perf_counter()
@@ -156,10 +159,15 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
         except Exception as exc:
             raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
         entry["scores"][method] = float(result["score"])
+        entry["losses"][method] = float(result["answer_loss"])
         entry["details"][method] = {**result, "seconds": round(time.perf_counter() - start, 3)}
         entry["metric"] = result["metric"]
         bar.update()
     return entry
+
+
+SCORING = 2
+"""Version of what a finished task records; 2: every method's answer loss too."""
 
 
 # --- resuming a stopped run ------------------------------------------------------------------
@@ -225,6 +233,7 @@ def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     settings += ("oracle_steps", "multitask_steps", "device")
     key = {name: getattr(args, name) for name in settings}
     key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
+    key["scoring"] = SCORING
     key["zoo_experts_sha256"] = hashlib.sha256("\n".join(h.bank.expert_ids).encode()).hexdigest()
     if h.generator is not None:
         key["generator_sha256"] = _fingerprint(Path(args.generator or DEFAULT_GENERATOR))

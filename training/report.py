@@ -3,7 +3,8 @@ method recovers, the spread over paraphrased descriptions, and ``results.json`` 
 / ``results.png``.
 
 ``results`` is the dict :mod:`training.evaluate` builds; each entry of ``results["tasks"]`` has
-``"scores": {method: score}`` (the score with the task's original description) and
+``"scores": {method: score}`` (the score with the task's original description),
+``"losses": {method: answer loss}`` (:func:`expert_zoo.scoring.answer_loss`, same description) and
 ``"details": {method: {...}}`` (per-description scores, retrieved experts, samples, ...).
 """
 
@@ -66,7 +67,25 @@ def summarise(tasks: Sequence[dict], methods: Sequence[str]) -> dict:
                 "mean_std": float(np.mean([p["std"] for p in per_task])),
                 "worst_range": float(np.max([p["range"] for p in per_task])),
             }
-    return {"means": means, "gain_share": shares, "spread": spreads}
+    return {
+        "means": means,
+        "gain_share": shares,
+        "spread": spreads,
+        "losses": losses(tasks, methods),
+    }
+
+
+def losses(tasks: Sequence[dict], methods: Sequence[str]) -> dict:
+    """Per method, the mean answer loss over the tasks and, against ``base`` when it was run,
+    on how many tasks the method's loss is lower: ``{m: {"mean", "below_base"}}``."""
+    per_task = [t["losses"] for t in tasks]
+    out = {}
+    for m in methods:
+        entry = {"mean": float(np.mean([x[m] for x in per_task]))}
+        if "base" in methods and m != "base":
+            entry["below_base"] = sum(x[m] < x["base"] for x in per_task)
+        out[m] = entry
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -108,6 +127,17 @@ def markdown(results: dict) -> str:
         )
         n = next(iter(summary["gain_share"].values()))["tasks"]
         lines.append(f"| **share of oracle gain** ({n} tasks with oracle > base) | | | {cells} |")
+    lines.append(
+        "| **mean answer loss** (per-token NLL of the gold answer, lower is better) | | | "
+        + " | ".join(_fmt(summary["losses"][m]["mean"]) for m in methods)
+        + " |"
+    )
+    if "base" in methods:
+        cells = " | ".join(
+            f"{summary['losses'][m]['below_base']}/{len(results['tasks'])}" if m != "base" else "–"
+            for m in methods
+        )
+        lines.append(f"| **tasks with a lower answer loss than base** | | | {cells} |")
     lines += ["", *_notes(results), *_spread_table(summary["spread"]), *_timings(results)]
     return "\n".join(lines) + "\n"
 

@@ -1,10 +1,12 @@
+import pytest
 import torch
 
-from expert_zoo.scoring import normalise_answer, option_logprobs, score_examples
+from expert_zoo.scoring import answer_loss, normalise_answer, option_logprobs, score_examples
 from expert_zoo.tasks import Example, synthetic_tasks
 from expert_zoo.train import ExpertTrainConfig, train_expert
 from hypergen.base_model import BaseModel
 from hypergen.layout import LoraLayout
+from hypergen.prompting import make_batch
 from tests.conftest import byte_tokenizer, tiny_llama
 
 
@@ -39,7 +41,26 @@ def test_option_scores_rank_the_trained_answer_first():
     scores = option_logprobs(model, tok, [("q", "a"), ("q", "aaaaaaaa")])
     assert scores[0] > scores[1]  # a longer option has more tokens to pay for
     example = Example("q", "a", options=("a", "aaaaaaaa"))
-    assert score_examples(model, tok, [example]) == {"metric": "mc_accuracy", "score": 1.0, "n": 1}
+    scored = score_examples(model, tok, [example])
+    assert {k: scored[k] for k in ("metric", "score", "n")} == {
+        "metric": "mc_accuracy",
+        "score": 1.0,
+        "n": 1,
+    }
+    assert scored["answer_loss"] == pytest.approx(answer_loss(model, tok, [example]))
+
+
+def test_answer_loss_is_the_models_own_loss_on_the_gold_answer():
+    tok, model = byte_tokenizer(), tiny_llama()
+    examples = [Example("question one", "yes"), Example("q2", "a much longer answer")]
+    expected = []
+    for e in examples:
+        batch = make_batch(tok, [(e.input, e.output)])
+        with torch.no_grad():
+            expected.append(model(**batch).loss.item())  # mean NLL over the answer's tokens
+    got = answer_loss(model, tok, examples)
+    assert got == pytest.approx(sum(expected) / 2, rel=1e-5)
+    assert score_examples(model, tok, examples)["answer_loss"] == pytest.approx(got)
 
 
 def test_exact_match_normalisation():

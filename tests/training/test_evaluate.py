@@ -110,6 +110,9 @@ def test_every_method_scores_every_task(full_run):
         assert task["n"] == 4
         assert set(task["scores"]) == set(methods.METHODS)
         assert all(0.0 <= s <= 1.0 for s in task["scores"].values())
+        assert set(task["losses"]) == set(methods.METHODS)
+        assert all(0.0 < x < 50.0 for x in task["losses"].values())
+        assert task["losses"]["hypergen"] == task["details"]["hypergen"]["runs"][0]["answer_loss"]
         for m in ("base+description", "nearest", "hypergen"):  # original + 2 paraphrases
             detail = task["details"][m]
             assert len(detail["by_description"]) == 3
@@ -119,6 +122,12 @@ def test_every_method_scores_every_task(full_run):
         best = task["details"][report.BEST_OF_N]
         assert len(best["sample_scores"]) == 2 and best["score"] == max(best["sample_scores"])
     assert set(results["summary"]["means"]) == set(methods.METHODS)
+    loss = results["summary"]["losses"]
+    for m in methods.METHODS:
+        per_task = [t["losses"][m] for t in results["tasks"]]
+        assert loss[m]["mean"] == pytest.approx(sum(per_task) / len(per_task))
+    below = sum(t["losses"]["oracle"] < t["losses"]["base"] for t in results["tasks"])
+    assert loss["oracle"]["below_base"] == below and "below_base" not in loss["base"]
     assert set(results["timings"]) == set(methods.METHODS)
     assert results["training"]["multitask"]["steps"] == 2
     assert set(results["training"]["oracle"]) == set(held_out)

@@ -112,6 +112,11 @@ class CVAEConfig:
     on small zoos that high-dimensional input lets it memorise experts; see tests/hypergen)."""
     dropout: float = 0.1
     """Dropout in the condition network and the decoder MLP."""
+    layer_scales: bool = False
+    """Learn one factor ``exp(s[l, m])`` per layer and module on the generated ΔW (zero-init:
+    factor 1), trained only by the end-to-end stage (``--sft-train layer-scales``): layer-wise
+    merging coefficients as in AdaMerging (Yang et al., ICLR 2024, arXiv:2310.02575), shared by
+    all tasks and learned on the zoo's labelled tasks instead of a test task's unlabelled data."""
     beta: float = 0.01
     """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
     tau: float = 0.1
@@ -199,6 +204,10 @@ class LoraCVAE(nn.Module):
         )
         self.heads = nn.ModuleDict({m: _bottleneck(h, hr, n) for m, n in chunk.items()})
         self.gates = nn.ModuleDict({m: nn.Linear(h, 1) for m in chunk})
+        if c.layer_scales:
+            self.layer_scales = nn.ParameterDict(
+                {m: nn.Parameter(torch.zeros(lay.num_layers)) for m in chunk}
+            )
         for layer in self._output_layers():  # a fresh decoder outputs the neighbours' merge
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -279,12 +288,17 @@ class LoraCVAE(nn.Module):
             out[m] = (1 + self.gates[m](hidden)) * merge + self.heads[m](hidden)
         return out
 
-    def to_weights(self, chunks: dict[str, Tensor]) -> Weights:
-        """Normalised chunks -> stacked LoRA weights (float32)."""
+    def to_weights(self, chunks: dict[str, Tensor], scale: bool = True) -> Weights:
+        """Normalised chunks -> stacked LoRA weights (float32); with ``scale`` (and
+        ``config.layer_scales``) each layer's ΔW times ``exp(s[l, m])``, as ``A`` and ``B`` each
+        times ``exp(s/2)`` so the factors stay balanced."""
         weights = {}
         for m, x in chunks.items():
-            a_b = from_chunks(self.layout, self.denormalise(m, x), m)
-            weights[f"{m}.A"], weights[f"{m}.B"] = a_b
+            a, b = from_chunks(self.layout, self.denormalise(m, x), m)
+            if scale and self.config.layer_scales:
+                half = (self.layer_scales[m] / 2).exp()[:, None, None]  # (L, 1, 1)
+                a, b = a * half, b * half
+            weights[f"{m}.A"], weights[f"{m}.B"] = a, b
         return weights
 
     # --- training -------------------------------------------------------------------------------

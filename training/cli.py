@@ -49,7 +49,7 @@ _ARCH_HELP = {
     "tau": "softmax temperature over neighbour similarities",
     "dropout": "dropout in the condition network and decoder",
 }
-_ARCH = (*_ARCH_HELP, "summary_in_decoder")
+_ARCH = (*_ARCH_HELP, "summary_in_decoder", "layer_scales")
 _DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(CVAEConfig)})
 
 
@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="feed the neighbour chunk summary to the decoder MLP",
     )
+    arch(
+        "--layer-scales",
+        action="store_true",
+        help="add one learned ΔW factor per layer and module (shared by all tasks; trained by "
+        "--sft-train layer-scales)",
+    )
     sft = p.add_argument_group(
         "end-to-end stage (after the reconstruction epochs: the generator's adapters are trained "
         "through the frozen base model on the zoo's own tasks, as in Text-to-LoRA's SFT)"
@@ -127,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sft-train",
         choices=TRAINABLE,
         default="all",
-        help="what the stage trains: all the generator's parameters, or only the gates that "
-        "rescale the neighbours' merge per layer and module (default: %(default)s)",
+        help="what the stage trains: all the generator's parameters; only the gates that "
+        "rescale the neighbours' merge per layer and module as the condition says; or only the "
+        "per-layer ΔW factors of --layer-scales, the same for every task (default: %(default)s)",
     )
     sft(
         "--sft-val-every",
@@ -278,6 +285,13 @@ def train(args: argparse.Namespace) -> int:
     )
     sizes = {name: getattr(args, name) for name in _ARCH}
     model = warm or new_model(bank, data.train_experts, **sizes, **_losses(args))
+    if args.sft_steps > 0 and args.sft_train == "layer-scales" and not model.config.layer_scales:
+        raise ValueError(
+            f"--sft-train layer-scales: the generator {args.warm_start} has no layer scales "
+            "(start a new one with --layer-scales)"
+            if warm
+            else "--sft-train layer-scales needs --layer-scales"
+        )
     start, record, lines = time.perf_counter(), {}, []
     if args.epochs > 0:
         module, trainer = _reconstruction_stage(args, bank, data, model, logs)

@@ -94,7 +94,7 @@ class BatchedLora:
         self.remove()
 
 
-TRAINABLE = ("all", "gates")
+TRAINABLE = ("all", "gates", "layer-scales")
 
 
 def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
@@ -125,7 +125,9 @@ class SFTModule(L.LightningModule):
         seed: seeds the draw of training examples.
         trainable: ``"all"`` the generator's parameters, or ``"gates"`` only the per-module
             gates that scale the neighbours' merge (a few hundred numbers: the adapter stays
-            the merge, rescaled per layer and module as the condition says).
+            the merge, rescaled per layer and module as the condition says), or
+            ``"layer-scales"`` only the generator's per-(layer, module) ΔW factors (one number
+            each, the same for every task; needs ``config.layer_scales``).
     """
 
     def __init__(
@@ -144,6 +146,11 @@ class SFTModule(L.LightningModule):
         super().__init__()
         if trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+        if trainable == "layer-scales" and not model.config.layer_scales:
+            raise ValueError(
+                "trainable='layer-scales' needs a generator built with layer scales "
+                "(hypergen-train --layer-scales)"
+            )
         if len(tasks) != len(bank):
             raise ValueError(f"need one task per expert: {len(tasks)} tasks, {len(bank)} experts")
         empty = [t.task_id for t in tasks if not t.train or not t.eval]
@@ -179,7 +186,8 @@ class SFTModule(L.LightningModule):
     def merges(self, cond: dict[str, Tensor]) -> Weights:
         """The neighbours' merge of each row (what a fresh decoder outputs)."""
         m = self.model
-        return m.to_weights({k: m.normalise(k, cond[f"merge.{k}"]) for k in m.layout.modules})
+        merge = {k: m.normalise(k, cond[f"merge.{k}"]) for k in m.layout.modules}
+        return m.to_weights(merge, scale=False)
 
     def examples(self, experts: Tensor, train: bool) -> tuple[list[Example], Tensor]:
         """``examples_per_row`` examples of each row's task and the row of each example:
@@ -249,6 +257,8 @@ class SFTModule(L.LightningModule):
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         if self.hparams.trainable == "gates":
             return list(self.model.gates.parameters())
+        if self.hparams.trainable == "layer-scales":
+            return list(self.model.layer_scales.parameters())
         return list(self.model.parameters())
 
     def configure_optimizers(self):

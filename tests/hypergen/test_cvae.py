@@ -205,6 +205,32 @@ def test_a_fresh_decoder_starts_from_the_neighbours_merge(bank):
         )
 
 
+def test_layer_scales_multiply_each_layers_update_and_survive_a_checkpoint(bank, tmp_path):
+    model = LoraCVAE(small_config(bank.layout, layer_scales=True))
+    model.set_normalisation(bank.weights)
+    cond = model.condition_inputs(bank, queries(bank))
+    plain = model.generate(cond, num_samples=1, temperature=0)  # zero scales: the merge
+    m, nl = bank.layout.modules[0], bank.layout.num_layers
+    with torch.no_grad():
+        model.layer_scales[m][0] = math.log(2.0)
+    scaled = model.generate(cond, num_samples=1, temperature=0)
+
+    def dw(w, layer):
+        return w[f"{m}.B"][:, 0, layer] @ w[f"{m}.A"][:, 0, layer]
+
+    torch.testing.assert_close(dw(scaled, 0), 2 * dw(plain, 0), atol=1e-6, rtol=1e-5)
+    for layer in range(1, nl):
+        torch.testing.assert_close(dw(scaled, layer), dw(plain, layer))
+    for other in bank.layout.modules[1:]:
+        torch.testing.assert_close(scaled[f"{other}.B"], plain[f"{other}.B"])
+    chunks = {k: model.normalise(k, cond[f"merge.{k}"]) for k in bank.layout.modules}
+    assert torch.equal(model.to_weights(chunks, scale=False)[f"{m}.B"], plain[f"{m}.B"][:, 0])
+    model.save_pretrained(tmp_path / "gen", dtype=torch.float32)
+    loaded = LoraCVAE.from_pretrained(tmp_path / "gen", bank.layout, DIM)
+    assert loaded.layer_scales[m][0].item() == pytest.approx(math.log(2.0))
+    assert "layer_scales" not in dict(LoraCVAE(small_config(bank.layout)).named_parameters())
+
+
 def test_the_merge_is_the_best_rank_r_approximation_of_the_weighted_sum(bank):
     tau, query = 0.1, queries(bank)
     cond = condition_inputs(bank, query, k=3, tau=tau)

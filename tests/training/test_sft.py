@@ -139,6 +139,34 @@ def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_p
     assert changed and all(n.startswith("gates.") for n in changed)
 
 
+def test_layer_scales_training_changes_only_the_layer_scales(setup, tiny_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "gen"
+    argv = ["--zoo", str(setup / "zoo"), "--out", str(out), "--epochs", "0", "--k", "3"]
+    argv += ["--layer-scales", "--sft-steps", "3", "--sft-train", "layer-scales"]
+    argv += ["--sft-rows", "2", "--sft-examples", "2", "--sft-lr", "1e-1", "--val-fraction", "0"]
+    argv += ["--base-model", str(tiny_model_dir), "--quiet", "--logs", str(tmp_path / "logs")]
+    assert main([*argv, "--save-dtype", "float32"]) == 0
+    after = LoraCVAE.from_pretrained(out)
+    assert after.config.layer_scales
+    changed = {
+        n for n, p in after.state_dict().items() if n.startswith("layer_scales.") and p.any()
+    }
+    assert changed == {f"layer_scales.{m}" for m in after.layout.modules}
+    assert not any(p.any() for layer in after._output_layers() for p in layer.parameters())
+
+
+def test_layer_scales_training_needs_a_generator_that_has_them(
+    setup,  # noqa: F811
+    tiny_model_dir,
+    tmp_path,
+    capsys,
+):
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
+    assert main([*argv, "--sft-train", "layer-scales"]) == 2
+    assert "has no layer scales" in capsys.readouterr().err
+    assert not (tmp_path / "gen").exists()
+
+
 def test_merge_scale_diagnostic_agrees_with_the_stage_validation(setup, tiny_model_dir, capsys):  # noqa: F811
     """Scale 1 is the merge and scale 0 no adapter: the same numbers the stage's own validation
     logs (val_sft_loss_merge, val_sft_loss_base) on the same split."""

@@ -100,8 +100,13 @@ def greedy_answers(
 def score_examples(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
 ) -> dict[str, float]:
-    """``{"metric": "mc_accuracy" | "exact_match", "score": float, "n": int, "answer_loss":
-    float}`` (:func:`answer_loss`: the gold answer's per-token NLL, lower is better)."""
+    """``{"metric": "mc_accuracy" | "exact_match", "score", "n", "answer_loss"}``, and for
+    multiple choice ``"choice_loss"``.
+
+    ``answer_loss`` (:func:`answer_loss`) is the gold answer's per-token NLL. ``choice_loss`` is
+    the mean of ``−log softmax(option scores)[gold]``: the cross-entropy of the choice that the
+    accuracy counts, continuous where accuracy moves in steps of ``1/n``. Both: lower is better.
+    """
     if not examples:
         raise ValueError("no examples to score")
     was_training = model.training
@@ -109,7 +114,8 @@ def score_examples(
     try:
         loss = answer_loss(model, tokenizer, examples)
         if all(e.options is not None for e in examples):
-            score = {"metric": "mc_accuracy", "score": _mc_accuracy(model, tokenizer, examples)}
+            accuracy, choice_loss = _mc_scores(model, tokenizer, examples)
+            score = {"metric": "mc_accuracy", "score": accuracy, "choice_loss": choice_loss}
         else:
             answers = greedy_answers(model, tokenizer, [e.input for e in examples])
             hits = [
@@ -122,12 +128,14 @@ def score_examples(
         model.train(was_training)
 
 
-def _mc_accuracy(model, tokenizer, examples: Sequence[Example]) -> float:
+def _mc_scores(model, tokenizer, examples: Sequence[Example]) -> tuple[float, float]:
+    """Accuracy (the highest-scoring option is the gold one) and the mean choice loss."""
     pairs = [(e.input, option) for e in examples for option in e.options]
     scores = option_logprobs(model, tokenizer, pairs)
-    correct, i = 0, 0
+    correct, loss, i = 0, 0.0, 0
     for e in examples:
-        block = scores[i : i + len(e.options)]
+        block = torch.tensor(scores[i : i + len(e.options)], dtype=torch.float64)
         i += len(e.options)
-        correct += e.options[max(range(len(block)), key=block.__getitem__)] == e.output
-    return correct / len(examples)
+        correct += e.options[int(block.argmax())] == e.output
+        loss += float(block.logsumexp(0) - block[e.options.index(e.output)])
+    return correct / len(examples), loss / len(examples)

@@ -3,9 +3,10 @@
 Every method is scored with :func:`expert_zoo.scoring.score_examples` (multiple-choice
 log-likelihood accuracy, or exact match of the greedy answer) on the same eval examples of each
 task (drawn with ``--seed``), with one base model loaded once; adapters are swapped in place.
-Each method also gets the *answer loss*, the gold answer's per-token negative log-likelihood
-(:func:`expert_zoo.scoring.answer_loss`): a continuous measure that separates methods a few dozen
-examples of accuracy cannot.
+Each method also gets two losses, continuous measures that separate methods a few dozen examples
+of accuracy cannot: the *answer loss*, the gold answer's per-token negative log-likelihood, and,
+on multiple-choice tasks, the *choice loss*, the cross-entropy of the gold option among the
+options' scores (see :func:`expert_zoo.scoring.score_examples`).
 
 Methods (``--methods``, default all, in this order):
 
@@ -151,6 +152,8 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
     entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
     entry["descriptions"] = list(h.descriptions(task))
     entry["scores"], entry["losses"], entry["details"] = {}, {}, {}
+    if task.is_multiple_choice:
+        entry["choice_losses"] = {}
     for method in methods:
         bar.set_postfix_str(f"{task.task_id.split(':', 1)[-1][:40]} · {method}")
         start = time.perf_counter()
@@ -160,6 +163,8 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
             raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
         entry["scores"][method] = float(result["score"])
         entry["losses"][method] = float(result["answer_loss"])
+        if "choice_losses" in entry:
+            entry["choice_losses"][method] = float(result["choice_loss"])
         entry["details"][method] = {**result, "seconds": round(time.perf_counter() - start, 3)}
         entry["metric"] = result["metric"]
         bar.update()
@@ -167,7 +172,7 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
 
 
 SCORING = 2
-"""Version of what a finished task records; 2: every method's answer loss too."""
+"""Version of what a finished task records; 2: every method's answer loss (and choice loss)."""
 
 
 # --- resuming a stopped run ------------------------------------------------------------------

@@ -100,7 +100,11 @@ def _over_descriptions(h: Harness, task: Task, variant: Callable[[int, str], tup
     for i, text in enumerate(h.descriptions(task)):
         model, examples, info = variant(i, text)
         runs.append({**h.score(model, examples), **info})
-    out = {k: runs[0][k] for k in ("score", "metric", "n", "answer_loss")}
+    out = {
+        k: runs[0][k]
+        for k in ("score", "metric", "n", "answer_loss", "choice_loss")
+        if k in runs[0]
+    }
     out["runs"] = runs
     if len(runs) > 1:
         out["by_description"] = [r["score"] for r in runs]

@@ -4,7 +4,8 @@ method recovers, the spread over paraphrased descriptions, and ``results.json`` 
 
 ``results`` is the dict :mod:`training.evaluate` builds; each entry of ``results["tasks"]`` has
 ``"scores": {method: score}`` (the score with the task's original description),
-``"losses": {method: answer loss}`` (:func:`expert_zoo.scoring.answer_loss`, same description) and
+``"losses": {method: answer loss}``, on multiple-choice tasks ``"choice_losses": {method: choice
+loss}`` (both from :func:`expert_zoo.scoring.score_examples`, same description) and
 ``"details": {method: {...}}`` (per-description scores, retrieved experts, samples, ...).
 """
 
@@ -72,16 +73,18 @@ def summarise(tasks: Sequence[dict], methods: Sequence[str]) -> dict:
         "gain_share": shares,
         "spread": spreads,
         "losses": losses(tasks, methods),
+        "choice_losses": losses(tasks, methods, "choice_losses"),
     }
 
 
-def losses(tasks: Sequence[dict], methods: Sequence[str]) -> dict:
-    """Per method, the mean answer loss over the tasks and, against ``base`` when it was run,
-    on how many tasks the method's loss is lower: ``{m: {"mean", "below_base"}}``."""
-    per_task = [t["losses"] for t in tasks]
+def losses(tasks: Sequence[dict], methods: Sequence[str], key: str = "losses") -> dict:
+    """Per method, the mean of ``task[key][method]`` over the tasks that have ``key`` and,
+    against ``base`` when it was run, on how many of them the method's loss is lower:
+    ``{m: {"mean", "tasks", "below_base"}}``; empty when no task has ``key``."""
+    per_task = [t[key] for t in tasks if key in t]
     out = {}
-    for m in methods:
-        entry = {"mean": float(np.mean([x[m] for x in per_task]))}
+    for m in methods if per_task else ():
+        entry = {"mean": float(np.mean([x[m] for x in per_task])), "tasks": len(per_task)}
         if "base" in methods and m != "base":
             entry["below_base"] = sum(x[m] < x["base"] for x in per_task)
         out[m] = entry
@@ -127,19 +130,26 @@ def markdown(results: dict) -> str:
         )
         n = next(iter(summary["gain_share"].values()))["tasks"]
         lines.append(f"| **share of oracle gain** ({n} tasks with oracle > base) | | | {cells} |")
-    lines.append(
-        "| **mean answer loss** (per-token NLL of the gold answer, lower is better) | | | "
-        + " | ".join(_fmt(summary["losses"][m]["mean"]) for m in methods)
-        + " |"
-    )
-    if "base" in methods:
-        cells = " | ".join(
-            f"{summary['losses'][m]['below_base']}/{len(results['tasks'])}" if m != "base" else "–"
-            for m in methods
-        )
-        lines.append(f"| **tasks with a lower answer loss than base** | | | {cells} |")
+    lines += _loss_rows(results, "losses", "answer loss (per-token NLL of the gold answer)")
+    lines += _loss_rows(results, "choice_losses", "choice loss (NLL of the gold option)")
     lines += ["", *_notes(results), *_spread_table(summary["spread"]), *_timings(results)]
     return "\n".join(lines) + "\n"
+
+
+def _loss_rows(results: dict, key: str, what: str) -> list[str]:
+    """Rows of the mean loss and, with base, of the tasks where each method is below base."""
+    methods, summary = results["methods"], results["summary"].get(key)
+    if not summary:
+        return []
+    n = next(iter(summary.values()))["tasks"]
+    cells = " | ".join(_fmt(summary[m]["mean"]) for m in methods)
+    lines = [f"| **mean {what}, lower is better** ({n} tasks) | | | {cells} |"]
+    if "base" in methods:
+        below = " | ".join(
+            "–" if m == "base" else f"{summary[m]['below_base']}/{n}" for m in methods
+        )
+        lines.append(f"| **tasks where the {what.split(' (')[0]} is below base** | | | {below} |")
+    return lines
 
 
 def _resumed(results: dict) -> str:

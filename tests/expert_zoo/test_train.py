@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -48,6 +50,10 @@ def test_option_scores_rank_the_trained_answer_first():
         "n": 1,
     }
     assert scored["answer_loss"] == pytest.approx(answer_loss(model, tok, [example]))
+    # the gold option's cross-entropy among the two options' summed log-probabilities
+    expected = torch.tensor(scores, dtype=torch.float64).logsumexp(0) - scores[0]
+    assert scored["choice_loss"] == pytest.approx(float(expected))
+    assert 0 <= scored["choice_loss"] < math.log(2)  # the gold option is the likelier one
 
 
 def test_answer_loss_is_the_models_own_loss_on_the_gold_answer():
@@ -60,7 +66,8 @@ def test_answer_loss_is_the_models_own_loss_on_the_gold_answer():
             expected.append(model(**batch).loss.item())  # mean NLL over the answer's tokens
     got = answer_loss(model, tok, examples)
     assert got == pytest.approx(sum(expected) / 2, rel=1e-5)
-    assert score_examples(model, tok, examples)["answer_loss"] == pytest.approx(got)
+    scored = score_examples(model, tok, examples)
+    assert scored["answer_loss"] == pytest.approx(got) and "choice_loss" not in scored
 
 
 def test_exact_match_normalisation():

@@ -113,6 +113,11 @@ def test_every_method_scores_every_task(full_run):
         assert set(task["losses"]) == set(methods.METHODS)
         assert all(0.0 < x < 50.0 for x in task["losses"].values())
         assert task["losses"]["hypergen"] == task["details"]["hypergen"]["runs"][0]["answer_loss"]
+        if task["metric"] == "mc_accuracy":
+            assert set(task["choice_losses"]) == set(methods.METHODS)
+            assert all(x >= 0 for x in task["choice_losses"].values())
+        else:
+            assert "choice_losses" not in task
         for m in ("base+description", "nearest", "hypergen"):  # original + 2 paraphrases
             detail = task["details"][m]
             assert len(detail["by_description"]) == 3
@@ -300,6 +305,23 @@ def test_a_stopped_run_resumes_where_it_stopped(setup, tiny_model_dir, tmp_path,
     calls.clear()
     assert evaluate.main([*argv, "--seed", "1", "--fresh"]) == 0
     assert calls == held_out
+
+
+def test_multiple_choice_tasks_get_a_choice_loss(setup, tiny_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "mc"
+    extra = ["--tasks", "all", "--families", "number_choice,string_edit"]
+    extra += ["--methods", "base,topk-merge", "--paraphrases", "0"]
+    assert evaluate.main(_argv(setup, tiny_model_dir, out, *extra)) == 0
+    results = json.loads((out / "results.json").read_text())
+    mc = [t for t in results["tasks"] if t["metric"] == "mc_accuracy"]
+    assert 0 < len(mc) < len(results["tasks"])
+    assert all("choice_losses" in t for t in mc)
+    choice = results["summary"]["choice_losses"]
+    for m in ("base", "topk-merge"):
+        assert choice[m]["tasks"] == len(mc)
+        assert choice[m]["mean"] == pytest.approx(np.mean([t["choice_losses"][m] for t in mc]))
+    text = (out / "results.md").read_text()
+    assert f"choice loss (NLL of the gold option), lower is better** ({len(mc)} tasks)" in text
 
 
 def test_per_family_keeps_the_first_tasks_of_each_family(setup, tiny_model_dir, tmp_path):

@@ -384,10 +384,35 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
     if val:  # the starting point is a candidate too
         module.initial_metrics = trainer.validate(module, dataloaders=val, verbose=False)[0]
         module.best_score = module.initial_metrics["val_sft_loss"]
-    trainer.fit(module, train_dataloaders=data.train_dataloader(), val_dataloaders=val or None)
+    try:
+        trainer.fit(module, train_dataloaders=data.train_dataloader(), val_dataloaders=val or None)
+    except Exception:
+        _rescue(module, model, logs / SFT_RESCUE)
+        raise
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return module, trainer
+
+
+SFT_RESCUE = "sft-best-before-error"
+"""Folder under ``--logs`` where a failed end-to-end stage leaves its best generator so far."""
+
+
+def _rescue(module: SFTModule, model: LoraCVAE, folder: Path) -> None:
+    """Save the best validated weights of a stage that is failing (a logger or hardware error
+    after hours of steps) before the error propagates; nothing is saved when no step beat the
+    starting point, which the caller still has."""
+    if module.best_state is None:
+        return
+    model.load_state_dict(module.best_state)
+    model.config.extra = {**model.config.extra, "sft_failed": True}
+    model.config.extra["best_val_sft_loss"] = module.best_score
+    model.save_pretrained(folder, overwrite=True)
+    logger.error(
+        "the end-to-end stage failed; its best generator (val_sft_loss %.4f) is in %s",
+        module.best_score,
+        folder,
+    )
 
 
 def _sft_record(module: SFTModule, trainer: L.Trainer, args, seconds: float) -> dict:

@@ -20,7 +20,7 @@ from tests.conftest import random_adapter, tiny_llama
 from tests.training.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
 from training import diagnostics
 from training.baselines import load_zoo_tasks, zoo_records
-from training.cli import main
+from training.cli import SFT_RESCUE, main
 from training.data import GeneratorDataModule
 from training.module import new_model
 from training.sft import BatchedLora, SFTModule, first_description_loader
@@ -165,6 +165,26 @@ def test_layer_scales_training_needs_a_generator_that_has_them(
     assert main([*argv, "--sft-train", "layer-scales"]) == 2
     assert "has no layer scales" in capsys.readouterr().err
     assert not (tmp_path / "gen").exists()
+
+
+def test_a_stage_that_fails_leaves_its_best_generator(setup, tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    def fail_at_the_end(self):  # as if a validation had improved, then the logger died
+        self.best_score = 0.5
+        self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        with torch.no_grad():
+            next(iter(self.best_state.values())).add_(1.0)
+        raise RuntimeError("the logger died")
+
+    monkeypatch.setattr(SFTModule, "on_train_end", fail_at_the_end, raising=False)
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
+    with pytest.raises(RuntimeError, match="the logger died"):
+        main([*argv, "--val-fraction", "0"])
+    assert not (tmp_path / "gen").exists()
+    rescued = LoraCVAE.from_pretrained(tmp_path / "logs" / SFT_RESCUE)
+    assert rescued.config.extra["sft_failed"] and rescued.config.extra["best_val_sft_loss"] == 0.5
+    original = LoraCVAE.from_pretrained(setup / "generator").state_dict()
+    name = next(iter(original))
+    torch.testing.assert_close(rescued.state_dict()[name], original[name] + 1.0, atol=2e-3, rtol=0)
 
 
 def test_merge_scale_diagnostic_agrees_with_the_stage_validation(setup, tiny_model_dir, capsys):  # noqa: F811

@@ -110,8 +110,8 @@ def generate(
         raise AppError("With temperature 0 every sample is the same: raise the temperature.")
     if n > 1 and not generator.samples_differ:
         raise AppError(
-            "This generator is untrained past the neighbours' merge, so every sample is the "
-            "same adapter: ask for 1 sample."
+            "This generator's decoder ignores its latent (its gates and output heads are "
+            "untrained), so every sample is the same adapter: ask for 1 sample."
         )
     start = time.perf_counter()
     out = generator.generate(text, num_samples=n, temperature=t, seed=s)

@@ -222,8 +222,9 @@ class LoraCVAE(nn.Module):
     @property
     def ignores_latent(self) -> bool:
         """True while the gates and the heads' output layers are all zero, as in a fresh
-        (untrained) decoder: every latent then decodes to the neighbours' merge, so samples at
-        any temperature are identical."""
+        (untrained) decoder: every latent then decodes to the neighbours' merge (times the
+        layer scales, which do not depend on the latent), so samples at any temperature are
+        identical."""
         return all(not p.any() for layer in self._output_layers() for p in layer.parameters())
 
     # --- normalisation --------------------------------------------------------------------------

@@ -146,8 +146,8 @@ class HyperGen:
             check_description(text, where=None if single else f"description {i}")
         if num_samples > 1 and not self.samples_differ:
             warnings.warn(
-                "this generator's decoder ignores its latent (an untrained merge anchor): all "
-                f"{num_samples} samples are the neighbours' merge",
+                "this generator's decoder ignores its latent (its gates and output heads are "
+                f"untrained): all {num_samples} samples are the same adapter",
                 stacklevel=2,
             )
         emb = self.encoder.encode(texts)

@@ -104,7 +104,7 @@ def test_an_untrained_generator_says_its_samples_are_all_the_merge(setup, tiny_m
             if name.startswith("heads."):
                 param.zero_()  # back to a fresh decoder: the latent no longer matters
     assert not gen.samples_differ
-    with pytest.warns(UserWarning, match="all 2 samples are the neighbours' merge"):
+    with pytest.warns(UserWarning, match="all 2 samples are the same adapter"):
         a, b = gen.generate("Reverse a word", num_samples=2, temperature=1.0)
     assert all(torch.equal(a.adapter.weights[k], v) for k, v in b.adapter.weights.items())
 

@@ -6,6 +6,8 @@ Examples::
     hypergen-train --zoo grown-zoo.safetensors --out generators/v2 --warm-start generators/default
     hypergen-train --zoo zoo.safetensors --out gen --accelerator gpu --devices 4 --strategy ddp
     hypergen-train --zoo expert_zoo/zoo --out gen-e2e --warm-start gen --epochs 0 --sft-steps 200
+    hypergen-train --zoo expert_zoo/zoo --out gen-ls --epochs 0 --k 8 --layer-scales \
+        --sft-train layer-scales --sft-steps 60 --sft-rows 8 --sft-lr 2e-2   # the shipped kind
 
 The generator is written with ``LoraCVAE.save_pretrained`` (``config.json`` + ``model.safetensors``)
 holding the weights with the best validation ``val_objective_prior`` (the last ones when there is no

@@ -70,7 +70,7 @@ def merge_pairs(a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     of ``C = Pᵀ G_B P`` give ``u = B_s P x / σ`` and ``vᵀ = xᵀ Pᵀ G_B A_s / σ²``. The tall
     products run in float32 and the ``K × K`` algebra in float64; ``G_A`` gets a jitter of
     ``1e-6`` of its mean diagonal so that repeated or zero-weight neighbours (a singular
-    ``G_A``) still factor. On the shipped zoo's experts (k = 8) the merged ΔW matches a dense
+    ``G_A``) still factor; where rounding defeats the jitter, ``P = V√Λ`` from ``eigh(G_A)``. On the shipped zoo's experts (k = 8) the merged ΔW matches a dense
     truncated SVD of the sum to 4e-7 relative, far below the fp16 rounding of the zoo's weights;
     on one thread a q_proj merge takes 13 ms where the all-float64 version with an eigenvalue
     square root of ``G_A`` took 23 ms.
@@ -83,7 +83,11 @@ def merge_pairs(a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     g_b = (b_s.transpose(-1, -2) @ b_s).double()
     jitter = 1e-6 * g_a.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)
     eye = torch.eye(g_a.shape[-1], dtype=g_a.dtype, device=g_a.device)
-    p = torch.linalg.cholesky(g_a + jitter[..., None, None] * eye)
+    p, info = torch.linalg.cholesky_ex(g_a + jitter[..., None, None] * eye)
+    failed = info != 0  # float32 rounding pushed a (near-)singular G_A below the jitter
+    if failed.any():  # any P with P Pᵀ = G_A will do: V·√Λ from its eigenpairs
+        lam, vec = torch.linalg.eigh(g_a[failed])
+        p[failed] = vec * lam.clamp_min(0).sqrt().unsqueeze(-2)
     sigma2, x = torch.linalg.eigh(p.transpose(-1, -2) @ g_b @ p)  # ascending
     sigma2, x = sigma2.flip(-1)[..., :r].clamp_min(0), x.flip(-1)[..., :r]
     sigma = sigma2.sqrt()

@@ -270,6 +270,29 @@ def test_the_merge_is_canonical_and_survives_degenerate_neighbours():
     assert torch.isfinite(zero_a).all() and not zero_a.any() and not zero_b.any()
 
 
+def test_the_merge_falls_back_to_eigenpairs_where_cholesky_fails(monkeypatch):
+    """Where float32 rounding leaves G_A indefinite (seen on a synthetic 10,000-expert zoo),
+    the layers whose Cholesky fails get P = V√Λ instead, with the same result."""
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(2, 4, 3, 4, 24, generator=gen) * 0.1
+    b = torch.randn(2, 4, 3, 20, 4, generator=gen) * 0.1
+    a[0, 2], b[0, 2] = a[0, 1], b[0, 1]
+    w = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    expected_a, expected_b = merge_pairs(a, b, w)
+    real = torch.linalg.cholesky_ex
+
+    def failing_on_layer_1(x):
+        p, info = real(x)
+        p, info = p.clone(), info.clone()
+        p[:, 1], info[:, 1] = float("nan"), 1  # a failed factor is garbage
+        return p, info
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing_on_layer_1)
+    got_a, got_b = merge_pairs(a, b, w)
+    assert torch.isfinite(got_a).all() and torch.isfinite(got_b).all()
+    torch.testing.assert_close(got_b @ got_a, expected_b @ expected_a, atol=1e-5, rtol=1e-4)
+
+
 def test_generated_weights_validate_and_load_as_an_adapter(model, bank, tmp_path):
     cond = model.condition_inputs(bank, queries(bank))
     weights = model.generate(cond, num_samples=2, generator=torch.Generator().manual_seed(0))

@@ -275,6 +275,7 @@ def train(args: argparse.Namespace) -> int:
     L.seed_everything(args.seed, verbose=False)
     bank = load_bank(args.zoo)
     warm = _warm_start(args, bank) if args.warm_start else None
+    previous = dict(warm.config.extra) if warm is not None else None
     k = warm.config.k if warm else args.k
     data = GeneratorDataModule(
         bank,
@@ -313,6 +314,9 @@ def train(args: argparse.Namespace) -> int:
         lines.append(_sft_summary(sft, record["sft"]))
     config = model.config
     config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
+    if warm is not None:  # keep the history: what the starting generator had recorded
+        record["warm_start"] = str(args.warm_start)
+        record["warm_start_record"] = previous
     config.extra = {**record, "seconds_total": round(time.perf_counter() - start, 1)}
     dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
     model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)

@@ -117,6 +117,8 @@ def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, 
     assert {"val_sft_loss", "val_sft_loss_merge", "val_sft_loss_base"} <= set(start)
     assert sft["best_val_sft_loss"] <= start["val_sft_loss"]
     assert "epochs" not in record  # no reconstruction epochs ran
+    assert record["warm_start"] == str(setup / "generator")
+    assert record["warm_start_record"] == LoraCVAE.from_pretrained(setup / "generator").config.extra
     reloaded = LoraCVAE.from_pretrained(out)
     original = LoraCVAE.from_pretrained(setup / "generator")
     changed = [

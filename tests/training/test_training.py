@@ -188,6 +188,8 @@ def test_cli_trains_saves_and_warm_starts(zoo_folder, tmp_path, capsys):
     assert run_cli(zoo_folder, tmp_path / "gen2", *warm) == 0
     tuned = LoraCVAE.from_pretrained(tmp_path / "gen2")
     assert tuned.config.beta == 0.05 and tuned.config.extra["warm_start"] == str(tmp_path / "gen")
+    assert tuned.config.extra["warm_start_record"] == model.config.extra  # the history stays
+    assert tuned.config.extra["warm_start_record"]["epochs"] == 3
     for name in ("mean_q_proj", "std_v_proj"):  # the warm start keeps its normalisation
         assert torch.equal(tuned.state_dict()[name], model.state_dict()[name])
 

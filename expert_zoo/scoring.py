@@ -112,10 +112,8 @@ def score_examples(
     was_training = model.training
     model.eval()
     try:
-        loss = answer_loss(model, tokenizer, examples)
         if all(e.options is not None for e in examples):
-            accuracy, choice_loss = _mc_scores(model, tokenizer, examples)
-            score = {"metric": "mc_accuracy", "score": accuracy, "choice_loss": choice_loss}
+            score = {"metric": "mc_accuracy", **_mc_scores(model, tokenizer, examples)}
         else:
             answers = greedy_answers(model, tokenizer, [e.input for e in examples])
             hits = [
@@ -123,19 +121,25 @@ def score_examples(
                 for a, e in zip(answers, examples, strict=True)
             ]
             score = {"metric": "exact_match", "score": sum(hits) / len(hits)}
-        return {**score, "n": len(examples), "answer_loss": loss}
+            score["answer_loss"] = answer_loss(model, tokenizer, examples)
+        return {**score, "n": len(examples)}
     finally:
         model.train(was_training)
 
 
-def _mc_scores(model, tokenizer, examples: Sequence[Example]) -> tuple[float, float]:
-    """Accuracy (the highest-scoring option is the gold one) and the mean choice loss."""
+def _mc_scores(model, tokenizer, examples: Sequence[Example]) -> dict[str, float]:
+    """``score`` (the highest-scoring option is the gold one), ``choice_loss`` and
+    ``answer_loss``, all from one pass over the options (the gold answer is one of them)."""
     pairs = [(e.input, option) for e in examples for option in e.options]
-    scores = option_logprobs(model, tokenizer, pairs)
-    correct, loss, i = 0, 0.0, 0
+    scored = answer_logprobs(model, tokenizer, pairs)
+    correct, choice, gold_nll, i = 0, 0.0, 0.0, 0
     for e in examples:
-        block = torch.tensor(scores[i : i + len(e.options)], dtype=torch.float64)
+        block = scored[i : i + len(e.options)]
         i += len(e.options)
-        correct += e.options[int(block.argmax())] == e.output
-        loss += float(block.logsumexp(0) - block[e.options.index(e.output)])
-    return correct / len(examples), loss / len(examples)
+        sums = torch.tensor([s for s, _ in block], dtype=torch.float64)
+        gold = e.options.index(e.output)
+        correct += e.options[int(sums.argmax())] == e.output
+        choice += float(sums.logsumexp(0) - sums[gold])
+        gold_nll += -block[gold][0] / max(block[gold][1], 1)
+    n = len(examples)
+    return {"score": correct / n, "choice_loss": choice / n, "answer_loss": gold_nll / n}

@@ -152,8 +152,6 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
     entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
     entry["descriptions"] = list(h.descriptions(task))
     entry["scores"], entry["losses"], entry["details"] = {}, {}, {}
-    if task.is_multiple_choice:
-        entry["choice_losses"] = {}
     for method in methods:
         bar.set_postfix_str(f"{task.task_id.split(':', 1)[-1][:40]} · {method}")
         start = time.perf_counter()
@@ -163,8 +161,8 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
             raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
         entry["scores"][method] = float(result["score"])
         entry["losses"][method] = float(result["answer_loss"])
-        if "choice_losses" in entry:
-            entry["choice_losses"][method] = float(result["choice_loss"])
+        if "choice_loss" in result:  # multiple-choice tasks
+            entry.setdefault("choice_losses", {})[method] = float(result["choice_loss"])
         entry["details"][method] = {**result, "seconds": round(time.perf_counter() - start, 3)}
         entry["metric"] = result["metric"]
         bar.update()

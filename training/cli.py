@@ -38,7 +38,13 @@ from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
 from training.data import GeneratorDataModule, load_bank
 from training.module import GeneratorModule, new_model
-from training.sft import TRAINABLE, SFTModule, first_description_loader, zoo_tasks
+from training.sft import (
+    TRAINABLE,
+    SFTModule,
+    check_trainable,
+    first_description_loader,
+    zoo_tasks,
+)
 
 logger = logging.getLogger("hypergen.train")
 _ARCH_HELP = {
@@ -275,7 +281,6 @@ def train(args: argparse.Namespace) -> int:
     L.seed_everything(args.seed, verbose=False)
     bank = load_bank(args.zoo)
     warm = _warm_start(args, bank) if args.warm_start else None
-    previous = dict(warm.config.extra) if warm is not None else None
     k = warm.config.k if warm else args.k
     data = GeneratorDataModule(
         bank,
@@ -288,13 +293,8 @@ def train(args: argparse.Namespace) -> int:
     )
     sizes = {name: getattr(args, name) for name in _ARCH}
     model = warm or new_model(bank, data.train_experts, **sizes, **_losses(args))
-    if args.sft_steps > 0 and args.sft_train == "layer-scales" and not model.config.layer_scales:
-        raise ValueError(
-            f"--sft-train layer-scales: the generator {args.warm_start} has no layer scales "
-            "(start a new one with --layer-scales)"
-            if warm
-            else "--sft-train layer-scales needs --layer-scales"
-        )
+    if args.sft_steps > 0:  # before any reconstruction epochs, not after them
+        check_trainable(model, args.sft_train)
     start, record, lines = time.perf_counter(), {}, []
     if args.epochs > 0:
         module, trainer = _reconstruction_stage(args, bank, data, model, logs)
@@ -316,7 +316,7 @@ def train(args: argparse.Namespace) -> int:
     config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
     if warm is not None:  # keep the history: what the starting generator had recorded
         record["warm_start"] = str(args.warm_start)
-        record["warm_start_record"] = previous
+        record["warm_start_record"] = config.extra  # replaced just below
     config.extra = {**record, "seconds_total": round(time.perf_counter() - start, 1)}
     dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
     model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)

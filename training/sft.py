@@ -97,6 +97,17 @@ class BatchedLora:
 TRAINABLE = ("all", "gates", "layer-scales")
 
 
+def check_trainable(model: LoraCVAE, trainable: str) -> None:
+    """Raise ``ValueError`` unless the end-to-end stage can train ``trainable`` of ``model``."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    if trainable == "layer-scales" and not model.config.layer_scales:
+        raise ValueError(
+            "this generator has no layer scales to train: build one with hypergen-train "
+            "--layer-scales (a --warm-start keeps its own architecture)"
+        )
+
+
 def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
     """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
     in expert order, and the zoo's training recipe."""
@@ -144,13 +155,7 @@ class SFTModule(L.LightningModule):
         trainable: str = "all",
     ):
         super().__init__()
-        if trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
-        if trainable == "layer-scales" and not model.config.layer_scales:
-            raise ValueError(
-                "trainable='layer-scales' needs a generator built with layer scales "
-                "(hypergen-train --layer-scales)"
-            )
+        check_trainable(model, trainable)
         if len(tasks) != len(bank):
             raise ValueError(f"need one task per expert: {len(tasks)} tasks, {len(bank)} experts")
         empty = [t.task_id for t in tasks if not t.train or not t.eval]

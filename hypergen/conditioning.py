@@ -70,10 +70,11 @@ def merge_pairs(a: Tensor, b: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     of ``C = Pᵀ G_B P`` give ``u = B_s P x / σ`` and ``vᵀ = xᵀ Pᵀ G_B A_s / σ²``. The tall
     products run in float32 and the ``K × K`` algebra in float64; ``G_A`` gets a jitter of
     ``1e-6`` of its mean diagonal so that repeated or zero-weight neighbours (a singular
-    ``G_A``) still factor; where rounding defeats the jitter, ``P = V√Λ`` from ``eigh(G_A)``. On the shipped zoo's experts (k = 8) the merged ΔW matches a dense
-    truncated SVD of the sum to 4e-7 relative, far below the fp16 rounding of the zoo's weights;
-    on one thread a q_proj merge takes 13 ms where the all-float64 version with an eigenvalue
-    square root of ``G_A`` took 23 ms.
+    ``G_A``) still factor; where rounding defeats the jitter, ``P = V√Λ`` from ``eigh(G_A)``.
+    On the shipped zoo's experts (k = 8) the merged ΔW matches a dense truncated SVD of the sum
+    to 4e-7 relative, far below the fp16 rounding of the zoo's weights; on one thread a q_proj
+    merge takes 13 ms where the all-float64 version with an eigenvalue square root of ``G_A``
+    took 23 ms.
     """
     r = a.shape[-2]
     root = w.float().clamp_min(0).sqrt()[..., None, None, None]

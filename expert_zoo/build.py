@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
 from expert_zoo.tasks import Task
@@ -30,6 +30,8 @@ class BuildReport:
     skipped: list[str]
     dropped: list[str]
     seconds: float
+    retrained: list[str] = field(default_factory=list)
+    """Flagged experts of another recipe that were trained again (also in ``added``)."""
 
 
 def in_shard(task_id: str, shard: tuple[int, int]) -> bool:
@@ -48,8 +50,12 @@ def add_task(
     config: ExpertTrainConfig,
     keep_flagged: bool = True,
     progress: bool = True,
+    replace: bool = False,
 ) -> ExpertRecord | None:
-    """Train an expert on ``task`` and add it; returns None when it was dropped as flagged."""
+    """Train an expert on ``task`` and add it; returns None when it was dropped as flagged.
+
+    ``replace`` replaces an expert of the same id (a retrained one); a retrained expert that is
+    dropped as flagged leaves the old one in place."""
     adapter, metrics = train_expert(base, task, config, progress=progress)
     record = ExpertRecord(
         expert_id=expert_id_for(task.task_id),
@@ -67,7 +73,8 @@ def add_task(
             "dropping %s: gain %.3f does not beat the base model", task.task_id, metrics["gain"]
         )
         return None
-    return zoo.add(record, adapter, encoder.encode(list(task.descriptions), truncate=True))
+    embeddings = encoder.encode(list(task.descriptions), truncate=True)
+    return zoo.add(record, adapter, embeddings, replace=replace)
 
 
 def build(
@@ -79,22 +86,38 @@ def build(
     shard: tuple[int, int] = (0, 1),
     keep_flagged: bool = True,
     progress: bool = True,
+    retrain_flagged: bool = False,
 ) -> BuildReport:
-    """Add an expert for every task of this shard that the zoo does not have yet."""
+    """Add an expert for every task of this shard that the zoo does not have yet.
+
+    With ``retrain_flagged``, flagged experts whose recipe is not ``config`` are trained again
+    with it and replace the old ones (a resumed build skips those already retrained)."""
     start, report = time.perf_counter(), BuildReport([], [], [], 0.0)
-    for task in _todo(zoo, tasks, shard, report):
-        record = add_task(zoo, base, encoder, task, config, keep_flagged, progress)
+    recipe = asdict(config) if retrain_flagged else None
+    for task, again in _todo(zoo, tasks, shard, report, recipe):
+        record = add_task(zoo, base, encoder, task, config, keep_flagged, progress, replace=again)
         (report.added if record else report.dropped).append(task.task_id)
+        if again:
+            report.retrained.append(task.task_id)
         logger.info("zoo %s: %d experts (%d added this run)", zoo.root, len(zoo), len(report.added))
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _todo(zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport) -> Iterator[Task]:
+def _todo(
+    zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport, recipe: dict | None
+) -> Iterator[tuple[Task, bool]]:
+    """``(task, replace)`` for every task to train: new ones, and with ``recipe`` the flagged
+    experts of another recipe."""
     for task in tasks:
         if not in_shard(task.task_id, shard):
             continue
-        if expert_id_for(task.task_id) in zoo:
-            report.skipped.append(task.task_id)
+        expert_id = expert_id_for(task.task_id)
+        if expert_id not in zoo:
+            yield task, False
             continue
-        yield task
+        record = zoo.get(expert_id)
+        if recipe is not None and record.flagged and record.metrics.get("recipe") != recipe:
+            yield task, True
+            continue
+        report.skipped.append(task.task_id)

@@ -54,6 +54,9 @@ def _trainer_setup(args):
         eval_examples=args.eval_examples,
         max_seconds=args.max_seconds,
         seed=args.seed,
+        val_examples=args.val_examples,
+        val_every=args.val_every,
+        patience=args.patience,
     )
     return load_base_model(args.base_model), TaskEncoder(args.encoder), config
 
@@ -69,22 +72,64 @@ def _cmd_add(zoo: ExpertZoo, args) -> int:
     return 0
 
 
+def source_tasks(source: str, limit: int | None = None):
+    """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from package
+    archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or ``synthetic``."""
+    from itertools import chain, islice
+
+    from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
+    from expert_zoo.tasks.packaged import iter_packaged_tasks
+
+    if source == "synthetic":
+        return [t for t in synthetic_tasks() if not is_held_out(t.family)][:limit]
+    parts = []
+    if source in ("packages", "all"):
+        parts.append(iter_packaged_tasks(split="train"))
+    if source in ("bigbench", "all"):
+        parts.append(iter_bigbench_tasks(split="train", order="family"))
+    return islice(chain(*parts), limit)
+
+
 def _cmd_build(zoo: ExpertZoo, args) -> int:
     from expert_zoo.build import build
-    from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
 
     i, n = (int(x) for x in args.shard.split("/"))
-    if args.source == "bigbench":
-        tasks = iter_bigbench_tasks(split="train", limit=args.limit, order="family")
-    else:
-        tasks = [t for t in synthetic_tasks() if not is_held_out(t.family)][: args.limit]
+    tasks = source_tasks(args.source, args.limit)
     base, encoder, config = _trainer_setup(args)
     report = build(
-        zoo, base, encoder, tasks, config, shard=(i, n), keep_flagged=not args.drop_flagged
+        zoo,
+        base,
+        encoder,
+        tasks,
+        config,
+        shard=(i, n),
+        keep_flagged=not args.drop_flagged,
+        retrain_flagged=args.retrain_flagged,
     )
     print(
-        f"added {len(report.added)}, skipped {len(report.skipped)} already in the zoo, "
+        f"added {len(report.added)} (retrained {len(report.retrained)} flagged), skipped {len(report.skipped)} already in the zoo, "
         f"dropped {len(report.dropped)} in {report.seconds:.0f} s; zoo has {len(zoo)} experts"
+    )
+    return 0
+
+
+def _cmd_describe(zoo: ExpertZoo, args) -> int:
+    from expert_zoo.tasks.by_id import can_reload, load_tasks
+    from hypergen.encoder import TaskEncoder
+
+    records = [r for r in zoo.records() if can_reload(r.task_id)]
+    skipped = len(zoo) - len(records)
+    encoder, changed = TaskEncoder(args.encoder), 0
+    for record, task in zip(records, load_tasks([r.task_id for r in records]), strict=True):
+        if list(task.descriptions) == record.descriptions:
+            continue
+        embeddings = encoder.encode(list(task.descriptions), truncate=True)
+        zoo.redescribe(record.expert_id, list(task.descriptions), embeddings)
+        changed += 1
+        print(f"{record.expert_id}: {len(record.descriptions)} -> {len(task.descriptions)}")
+    print(
+        f"redescribed {changed} of {len(records)} experts from their task sources "
+        f"({skipped} of other sources left as they are); weights unchanged"
     )
     return 0
 
@@ -152,6 +197,22 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="time budget per expert")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument(
+        "--val-examples",
+        type=int,
+        default=0,
+        help="training examples held out to pick each expert's budget by early stopping "
+        "(default 0: no validation, train --steps)",
+    )
+    p.add_argument(
+        "--val-every", type=int, default=16, help="steps between validation checks (default 16)"
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="validation checks without a new best before an expert stops (default 2)",
+    )
+    p.add_argument(
         "--base-model",
         default=None,
         help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)",
@@ -188,10 +249,30 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_training_options(p)
     p = sub.add_parser("build", help="train and add experts for a task source, resumably")
-    p.add_argument("--source", choices=["bigbench", "synthetic"], default="bigbench")
+    p.add_argument(
+        "--source",
+        choices=["bigbench", "packages", "all", "synthetic"],
+        default="bigbench",
+        help="bigbench: BIG-bench JSON tasks; packages: everyday tasks read from package "
+        "archives (sentiment, topic, spam, ...); all: packages then bigbench (default bigbench)",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N tasks of the source")
     p.add_argument("--shard", default="0/1", help="i/n: this worker's share of the tasks")
+    p.add_argument(
+        "--retrain-flagged",
+        action="store_true",
+        help="retrain experts already in the zoo that are flagged and were trained with another "
+        "recipe, replacing them",
+    )
     _add_training_options(p)
+    p = sub.add_parser(
+        "describe",
+        help="give every expert its task source's current descriptions (and re-embed them); "
+        "no retraining",
+    )
+    p.add_argument(
+        "--encoder", default=None, help="sentence-transformers folder (default: all-MiniLM-L6-v2)"
+    )
     p = sub.add_parser("remove", help="remove an expert and its index rows")
     p.add_argument("id")
     sub.add_parser("verify", help="check every file and the index; exit 1 on problems")
@@ -208,6 +289,7 @@ COMMANDS = {
     "search": _cmd_search,
     "add": _cmd_add,
     "build": _cmd_build,
+    "describe": _cmd_describe,
     "remove": _cmd_remove,
     "verify": _cmd_verify,
     "repair": _cmd_repair,

@@ -257,6 +257,19 @@ class ExpertZoo:
         data["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         return ExpertRecord.from_dict(self._add(data, stored, emb, replace))
 
+    def redescribe(
+        self, expert_id: str, descriptions: list[str], embeddings: np.ndarray
+    ) -> ExpertRecord:
+        """Replace an expert's descriptions and their embeddings (one unit row each); its
+        adapter weights are kept as stored (the same fp16 numbers), its metrics and date too."""
+        record = self.get(expert_id)
+        stored = self.load_adapter(expert_id, dtype=torch.float16)
+        new = ExpertRecord.from_dict({**record.to_dict(), "descriptions": list(descriptions)})
+        data, emb = _prepare(new, stored, embeddings)
+        data["created"] = record.created
+        stored.metadata.update(expert_id=record.expert_id, task_id=record.task_id)
+        return ExpertRecord.from_dict(self._add(data, stored, emb, replace=True))
+
     def _add(self, data: dict, stored: LoraAdapter, emb: np.ndarray, replace: bool) -> dict:
         expert_id = data["expert_id"]
         with self._lock:

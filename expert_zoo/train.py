@@ -4,6 +4,12 @@ The recipe (fixed seeds, chat-template prompts, loss on answer tokens only, a st
 budget) is the same for every expert of the zoo, so experts are comparable. Each expert is scored
 on its task's own eval split before and after training; an expert that does not beat the base
 model is flagged in its metrics, not hidden.
+
+With ``val_examples > 0`` the budget is picked per task by validation (early stopping): the last
+``val_examples`` training examples are kept out of training, scored every ``val_every`` steps
+(the choice loss on multiple-choice tasks, the answer loss otherwise), and the LoRA weights of the
+best check are the expert; training stops after ``patience`` checks without improvement. The
+eval split is never used for that choice, so the reported gain stays unbiased.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import lightning as L
@@ -18,8 +25,8 @@ import torch
 from peft import get_peft_model
 from torch.utils.data import DataLoader, Dataset
 
-from expert_zoo.scoring import score_examples
-from expert_zoo.tasks import Task
+from expert_zoo.scoring import answer_loss, mc_scores, score_examples
+from expert_zoo.tasks import Example, Task
 from hypergen.adapter_io import LoraAdapter
 from hypergen.base_model import BaseModel
 from hypergen.layout import DEFAULT_TARGET_MODULES, LoraLayout
@@ -52,15 +59,23 @@ class ExpertTrainConfig:
     """Eval-split examples scored before and after training."""
     seed: int = 0
     """Seed of LoRA initialisation and batch order."""
+    val_examples: int = 0
+    """Training examples held out for early stopping (0: no validation, train ``steps``)."""
+    val_every: int = 16
+    """Steps between validation checks."""
+    patience: int = 2
+    """Checks without a new best validation score before training stops."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.eval_examples < 1:
             raise ValueError(f"steps, batch_size, lr and eval_examples must be positive: {self}")
+        if self.val_examples < 0 or self.val_every < 1 or self.patience < 1:
+            raise ValueError(f"val_examples >= 0, val_every >= 1, patience >= 1: {self}")
 
 
 class _Pairs(Dataset):
-    def __init__(self, task: Task):
-        self.pairs = [(e.input, e.output) for e in task.train]
+    def __init__(self, examples: Sequence[Example]):
+        self.pairs = [(e.input, e.output) for e in examples]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -88,6 +103,75 @@ class LoraExpertModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
 
 
+def validation_loss(model, tokenizer, examples: Sequence[Example]) -> float:
+    """The early-stopping criterion: choice loss on multiple-choice examples, else answer loss."""
+    was_training = model.training
+    model.eval()
+    try:
+        if all(e.options is not None for e in examples):
+            return float(mc_scores(model, tokenizer, examples)["choice_loss"])
+        return float(answer_loss(model, tokenizer, examples))
+    finally:
+        model.train(was_training)
+
+
+class _EarlyStop(L.Callback):
+    """Scores the validation examples every ``val_every`` steps; keeps the best LoRA weights."""
+
+    def __init__(self, tokenizer, examples: Sequence[Example], config: ExpertTrainConfig):
+        self.tokenizer, self.examples, self.config = tokenizer, examples, config
+        self.curve: list[tuple[int, float]] = []
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def check(self, module: LoraExpertModule, step: int) -> bool:
+        """Score at ``step``; True when training should stop."""
+        loss = validation_loss(module.model, self.tokenizer, self.examples)
+        self.curve.append((step, round(loss, 5)))
+        if step > 0 and (self.best is None or loss < self.best[0]):
+            trainable = {n: p.detach().clone() for n, p in _trainable(module.model)}
+            self.best = (loss, step, trainable)
+        since_best = sum(1 for s, _ in self.curve if s > (self.best[1] if self.best else 0))
+        return self.best is not None and since_best >= self.config.patience
+
+    def on_train_start(self, trainer, module) -> None:
+        self.check(module, 0)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.config.val_every == 0 and self.check(module, step):
+            trainer.should_stop = True
+
+    def restore_best(self, module: LoraExpertModule, last_step: int) -> int:
+        """Put the best check's weights back (scoring the last step first if it was not
+        checked); returns the step whose weights the expert keeps."""
+        if not self.curve or self.curve[-1][0] != last_step:
+            self.check(module, last_step)
+        if self.best is None:
+            return last_step
+        params = dict(_trainable(module.model))
+        with torch.no_grad():
+            for name, value in self.best[2].items():
+                params[name].copy_(value)
+        return self.best[1]
+
+
+def _trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def split_validation(
+    task: Task, config: ExpertTrainConfig
+) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+    """``(train, validation)``: the last ``val_examples`` training examples validate, when the
+    task keeps at least as many for training; otherwise no validation."""
+    n = config.val_examples
+    if n == 0 or len(task.train) < 2 * n:
+        if n:
+            logger.warning("%s: too few training examples for %d validation ones", task.task_id, n)
+        return task.train, ()
+    return task.train[:-n], task.train[-n:]
+
+
 def train_expert(
     base: BaseModel, task: Task, config: ExpertTrainConfig | None = None, progress: bool = True
 ) -> tuple[LoraAdapter, dict]:
@@ -103,10 +187,13 @@ def train_expert(
     eval_set = task.eval[: config.eval_examples]
     before = score_examples(base.model, base.tokenizer, eval_set)
 
+    train_set, val_set = split_validation(task, config)
     peft_model = _wrap(base, config)
     module = LoraExpertModule(peft_model, config.lr)
+    stopper = _EarlyStop(base.tokenizer, val_set, config) if val_set else None
     start = time.perf_counter()
-    _fit(module, _loader(base, task, config), config, progress)
+    _fit(module, _loader(base, train_set, config), config, progress, stopper)
+    kept_step = stopper.restore_best(module, len(module.losses)) if stopper else None
     seconds = time.perf_counter() - start
     after = score_examples(peft_model, base.tokenizer, eval_set)
     adapter = LoraAdapter.from_peft_model(peft_model, base.name)
@@ -124,6 +211,8 @@ def train_expert(
         "seconds": round(seconds, 2),
         "recipe": asdict(config),
     }
+    if stopper is not None:
+        metrics.update(val_curve=stopper.curve, best_step=kept_step, n_val=len(val_set))
     metrics["beats_base"] = metrics["gain"] > 0
     logger.info(
         "%s: %s %.3f -> %.3f in %.0f s",
@@ -143,20 +232,25 @@ def _wrap(base: BaseModel, config: ExpertTrainConfig):
     return get_peft_model(base.model, peft_config).train()  # fresh LoRA (A random, B zero)
 
 
-def _loader(base: BaseModel, task: Task, config: ExpertTrainConfig) -> DataLoader:
+def _loader(base: BaseModel, examples: Sequence[Example], config: ExpertTrainConfig) -> DataLoader:
     def collate(pairs):
         return make_batch(base.tokenizer, pairs, max_length=config.max_length)
 
     gen = torch.Generator().manual_seed(config.seed)
+    pairs = _Pairs(examples)
     sampler = torch.utils.data.RandomSampler(
-        _Pairs(task), replacement=True, num_samples=config.steps * config.batch_size, generator=gen
+        pairs, replacement=True, num_samples=config.steps * config.batch_size, generator=gen
     )
-    return DataLoader(
-        _Pairs(task), batch_size=config.batch_size, sampler=sampler, collate_fn=collate
-    )
+    return DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
 
 
-def _fit(module: LoraExpertModule, loader: DataLoader, config: ExpertTrainConfig, progress: bool):
+def _fit(
+    module: LoraExpertModule,
+    loader: DataLoader,
+    config: ExpertTrainConfig,
+    progress: bool,
+    stopper: _EarlyStop | None = None,
+):
     max_time = None
     if config.max_seconds is not None:
         max_time = {"seconds": config.max_seconds}
@@ -172,6 +266,7 @@ def _fit(module: LoraExpertModule, loader: DataLoader, config: ExpertTrainConfig
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
+        callbacks=[stopper] if stopper else [],
     )
     random.seed(config.seed)
     trainer.fit(module, train_dataloaders=loader)

@@ -73,3 +73,39 @@ def test_answer_loss_is_the_models_own_loss_on_the_gold_answer():
 def test_exact_match_normalisation():
     assert normalise_answer("  Paris. ") == normalise_answer("paris")
     assert normalise_answer("'Yes'") == "yes"
+
+
+def test_early_stopping_keeps_the_best_validation_check_and_records_its_curve():
+    from expert_zoo.train import split_validation, validation_loss
+
+    base = _tiny_base()
+    task = next(t for t in synthetic_tasks(n_train=40, n_eval=8) if t.is_multiple_choice)
+    config = ExpertTrainConfig(
+        steps=40, batch_size=4, lr=5e-2, eval_examples=8, val_examples=8, val_every=4, patience=2
+    )
+    train, val = split_validation(task, config)
+    assert len(val) == 8 and train + val == task.train  # the last training examples validate
+    adapter, metrics = train_expert(base, task, config, progress=False)
+    steps = [s for s, _ in metrics["val_curve"]]
+    assert steps[0] == 0 and steps == sorted(steps) and metrics["n_val"] == 8
+    checked = dict(metrics["val_curve"])
+    best = metrics["best_step"]
+    assert best > 0 and checked[best] == min(v for s, v in checked.items() if s > 0)
+    # stopped early only after `patience` checks without a new best
+    if metrics["steps"] < 40:
+        assert len([s for s in steps if s > best]) == 2
+    # the stored expert is the best check's weights: its validation loss is the recorded one
+    from hypergen.apply import apply_adapter
+
+    peft_model = apply_adapter(base.model, adapter)
+    loss = validation_loss(peft_model, base.tokenizer, val)
+    peft_model.unload()
+    assert loss == pytest.approx(checked[best], abs=1e-3)
+
+
+def test_too_few_training_examples_train_without_validation():
+    from expert_zoo.train import split_validation
+
+    task = synthetic_tasks(n_train=10, n_eval=4)[0]
+    train, val = split_validation(task, ExpertTrainConfig(val_examples=8))
+    assert train == task.train and val == ()

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from expert_zoo.tasks import Task
+from expert_zoo.tasks import Task, TaskError
 from expert_zoo.train import ExpertTrainConfig, train_expert
+from hypergen._fs import path_lock
 from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, is_merged, swap_adapter
 from hypergen.bank import ZOO_MANIFEST, ExpertBank
@@ -158,29 +159,17 @@ def zoo_recipe(records: Sequence[dict]) -> ExpertTrainConfig:
 def load_zoo_tasks(task_ids: Sequence[str]) -> list[Task]:
     """Re-load the zoo's tasks (as the zoo build loaded them) by their ids.
 
-    ``bigbench:`` ids are read from the cached BIG-bench sdist, ``synthetic:`` ids rebuilt in
-    code; any other source cannot be re-loaded and raises :class:`BaselineError`.
+    See :func:`expert_zoo.tasks.by_id.load_tasks`; a task that cannot be re-loaded (a user's
+    task) raises :class:`BaselineError`.
     """
-    from expert_zoo.tasks import ensure_extracted, synthetic_tasks
-    from expert_zoo.tasks.bigbench import load_bigbench_task
+    from expert_zoo.tasks.by_id import load_tasks
 
-    bad = sorted({t for t in task_ids if not t.startswith(("bigbench:", "synthetic:"))})
-    if bad:
+    try:
+        return load_tasks(task_ids)
+    except TaskError as exc:
         raise BaselineError(
-            f"cannot re-load zoo task {bad[0]!r} (and {len(bad) - 1} more): only bigbench: and "
-            "synthetic: tasks can be rebuilt for the multitask baseline"
-        )
-    synthetic = {t.task_id: t for t in synthetic_tasks()}
-    extracted = ensure_extracted() if any(t.startswith("bigbench:") for t in task_ids) else None
-    tasks = []
-    for task_id in task_ids:
-        if task_id.startswith("synthetic:"):
-            if task_id not in synthetic:
-                raise BaselineError(f"unknown synthetic task {task_id!r}")
-            tasks.append(synthetic[task_id])
-        else:
-            tasks.append(load_bigbench_task(extracted, task_id))
-    return tasks
+            f"{exc} (the multitask baseline and the end-to-end stage need them)"
+        ) from exc
 
 
 def union_task(tasks: Sequence[Task]) -> Task:
@@ -214,6 +203,14 @@ class ExpertCache:
         if cached is not None:
             logger.info("reusing the cached %s adapter in %s", name, folder)
             return cached
+        with path_lock(folder):  # two runs sharing one cache train each adapter once
+            cached = self._read(folder, key)
+            if cached is not None:
+                logger.info("reusing the %s adapter another run trained in %s", name, folder)
+                return cached
+            return self._train(folder, key, task, config)
+
+    def _train(self, folder: Path, key: dict, task, config: ExpertTrainConfig):
         task = task() if callable(task) else task
         device = next(self.base.model.parameters()).device
         self.slot.release()

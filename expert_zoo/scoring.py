@@ -26,18 +26,80 @@ def answer_logprobs(
     batch_size: int = 16,
     max_length: int = 256,
 ) -> list[tuple[float, int]]:
-    """``(summed log-probability, token count)`` of each ``answer`` given its ``input``."""
+    """``(summed log-probability, token count)`` of each ``answer`` given its ``input``.
+
+    The output layer runs only at the positions that predict answer tokens (on a 49k-token
+    vocabulary it and its softmax are a quarter of the work when it runs at every position)."""
+    decoder, head = _decoder_and_head(model)
     out: list[tuple[float, int]] = []
     for start in range(0, len(pairs), batch_size):
         batch = make_batch(tokenizer, pairs[start : start + batch_size], max_length=max_length)
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hidden = decoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         labels = batch["labels"][:, 1:]
-        logp = logits[:, :-1].float().log_softmax(-1)
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        mask = labels != IGNORE_INDEX
-        out.extend(zip((picked * mask).sum(-1).tolist(), mask.sum(-1).tolist(), strict=True))
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        logp = head(hidden[rows, cols]).float().log_softmax(-1)
+        picked = logp.gather(-1, labels[rows, cols].unsqueeze(-1)).squeeze(-1)
+        sums = torch.zeros(labels.shape[0], dtype=torch.float64).index_add_(
+            0, rows, picked.double()
+        )
+        counts = torch.bincount(rows, minlength=labels.shape[0])
+        out.extend(zip(sums.tolist(), counts.tolist(), strict=True))
     return out
+
+
+def _decoder_and_head(model):
+    """The transformer body (final norm included) and the output layer of a causal LM, also
+    when it is wrapped by peft."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder(), inner.get_output_embeddings()
+
+
+@torch.no_grad()
+def shared_prompt_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    answers: Sequence[str],
+    max_length: int = 256,
+) -> list[tuple[float, int]] | None:
+    """:func:`answer_logprobs` of every answer after one shared input, the prompt run once.
+
+    The chat-formatted prompt goes through the model once; its key/value cache is repeated for
+    the answers, which then run as one batch. The numbers equal :func:`answer_logprobs`'s (the
+    same tokens, the same positions). Returns None when prompt + the longest answer exceeds
+    ``max_length``: the uncached path would then cut the prompt differently per answer.
+    """
+    eos = tokenizer.eos_token_id
+    p_ids = tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"]
+    a_ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+    if not answers or len(p_ids) + max(len(a) for a in a_ids) > max_length:
+        return None
+    device = model.device
+    out = model(input_ids=torch.tensor([p_ids], device=device), use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    sums = [float(first[a[0]]) for a in a_ids]
+    width = max(len(a) for a in a_ids) - 1
+    if width > 0:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(a_ids))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        ids = torch.full((len(a_ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(a_ids), len(p_ids) + width), dtype=torch.long)
+        mask[:, : len(p_ids)] = 1
+        for i, a in enumerate(a_ids):
+            ids[i, : len(a) - 1] = torch.tensor(a[:-1])
+            mask[i, len(p_ids) : len(p_ids) + len(a) - 1] = 1
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache
+        ).logits
+        logp = logits.float().log_softmax(-1)
+        for i, a in enumerate(a_ids):
+            targets = torch.tensor(a[1:], device=device)
+            sums[i] += float(logp[i, : len(a) - 1].gather(-1, targets[:, None]).sum())
+    return list(zip(sums, [len(a) for a in a_ids], strict=True))
 
 
 def option_logprobs(
@@ -97,11 +159,39 @@ def greedy_answers(
         tokenizer.padding_side = side
 
 
+@torch.no_grad()
+def generation_scores(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
+) -> dict[str, float | list]:
+    """What a user sees on multiple-choice examples: the greedy answer, counted right
+    (``gen_accuracy``) when it is the gold option and in format (``in_format``) when it is one
+    of the options (both after :func:`normalise_answer`). ``answers`` keeps the texts."""
+    longest = max(
+        len(tokenizer(o, add_special_tokens=False)["input_ids"])
+        for e in examples
+        for o in e.options
+    )
+    answers = greedy_answers(model, tokenizer, [e.input for e in examples], longest + 4)
+    right, fmt = [], []
+    for a, e in zip(answers, examples, strict=True):
+        said = normalise_answer(a)
+        right.append(int(said == normalise_answer(e.output)))
+        fmt.append(int(said in {normalise_answer(o) for o in e.options}))
+    n = len(examples)
+    return {
+        "gen_accuracy": sum(right) / n,
+        "in_format": sum(fmt) / n,
+        "gen_correct": right,
+        "answers": answers,
+    }
+
+
 def score_examples(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
 ) -> dict[str, float]:
-    """``{"metric": "mc_accuracy" | "exact_match", "score", "n", "answer_loss"}``, and for
-    multiple choice ``"choice_loss"``.
+    """``{"metric": "mc_accuracy" | "exact_match", "score", "n", "answer_loss", "correct"}``,
+    and for multiple choice ``"choice_loss"``; ``correct`` holds 1 or 0 per example (for paired
+    intervals over examples).
 
     ``answer_loss`` (:func:`answer_loss`) is the gold answer's per-token NLL. ``choice_loss`` is
     the mean of ``−log softmax(option scores)[gold]``: the cross-entropy of the choice that the
@@ -113,33 +203,64 @@ def score_examples(
     model.eval()
     try:
         if all(e.options is not None for e in examples):
-            score = {"metric": "mc_accuracy", **_mc_scores(model, tokenizer, examples)}
+            score = {"metric": "mc_accuracy", **mc_scores(model, tokenizer, examples)}
         else:
-            answers = greedy_answers(model, tokenizer, [e.input for e in examples])
+            # an answer longer than the longest gold one (+4 tokens) can never match exactly
+            longest = max(
+                len(tokenizer(e.output, add_special_tokens=False)["input_ids"]) for e in examples
+            )
+            answers = greedy_answers(
+                model, tokenizer, [e.input for e in examples], min(24, longest + 4)
+            )
             hits = [
                 normalise_answer(a) == normalise_answer(e.output)
                 for a, e in zip(answers, examples, strict=True)
             ]
             score = {"metric": "exact_match", "score": sum(hits) / len(hits)}
+            score["correct"] = [int(h) for h in hits]
             score["answer_loss"] = answer_loss(model, tokenizer, examples)
         return {**score, "n": len(examples)}
     finally:
         model.train(was_training)
 
 
-def _mc_scores(model, tokenizer, examples: Sequence[Example]) -> dict[str, float]:
+def option_scores(
+    model, tokenizer, examples: Sequence[Example], shared: bool = True
+) -> list[list[tuple[float, int]]]:
+    """Per example, ``(summed log-probability, tokens)`` of each option. With ``shared`` each
+    example's prompt runs once for all its options (:func:`shared_prompt_logprobs`); examples
+    whose prompt is too long for that, and all of them without ``shared``, go through
+    :func:`answer_logprobs` batched over (prompt, option) pairs."""
+    blocks: list[list[tuple[float, int]] | None] = [
+        shared_prompt_logprobs(model, tokenizer, e.input, e.options) if shared else None
+        for e in examples
+    ]
+    rest = [i for i, b in enumerate(blocks) if b is None]
+    pairs = [(examples[i].input, option) for i in rest for option in examples[i].options]
+    scored, start = answer_logprobs(model, tokenizer, pairs) if pairs else [], 0
+    for i in rest:
+        blocks[i] = scored[start : start + len(examples[i].options)]
+        start += len(examples[i].options)
+    return blocks
+
+
+def mc_scores(
+    model, tokenizer, examples: Sequence[Example], shared: bool = True
+) -> dict[str, float | list]:
     """``score`` (the highest-scoring option is the gold one), ``choice_loss`` and
-    ``answer_loss``, all from one pass over the options (the gold answer is one of them)."""
-    pairs = [(e.input, option) for e in examples for option in e.options]
-    scored = answer_logprobs(model, tokenizer, pairs)
-    correct, choice, gold_nll, i = 0, 0.0, 0.0, 0
-    for e in examples:
-        block = scored[i : i + len(e.options)]
-        i += len(e.options)
+    ``answer_loss``, all from one pass over the options (the gold answer is one of them), and
+    ``correct``: per example, 1 when the gold option scored highest."""
+    correct, choice, gold_nll = [], 0.0, 0.0
+    for e, block in zip(examples, option_scores(model, tokenizer, examples, shared), strict=True):
         sums = torch.tensor([s for s, _ in block], dtype=torch.float64)
         gold = e.options.index(e.output)
-        correct += e.options[int(sums.argmax())] == e.output
+        correct.append(int(e.options[int(sums.argmax())] == e.output))
         choice += float(sums.logsumexp(0) - sums[gold])
         gold_nll += -block[gold][0] / max(block[gold][1], 1)
     n = len(examples)
-    return {"score": correct / n, "choice_loss": choice / n, "answer_loss": gold_nll / n}
+    return {
+        "score": sum(correct) / n,
+        "choice_loss": choice / n,
+        "answer_loss": gold_nll / n,
+        "correct": correct,
+    }

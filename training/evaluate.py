@@ -10,27 +10,49 @@ options' scores (see :func:`expert_zoo.scoring.score_examples`).
 
 Methods (``--methods``, default all, in this order):
 
-  base                zero-shot, the task's inputs as they come
-  base+description    the task description prepended to every input (in the user turn, a blank
-                      line between them): what a user would try first
-  nearest             the zoo expert nearest to the description embedding (top-1)
-  topk-merge          the top-k zoo experts (the generator's k) merged in ΔW space with weights
-                      softmax(similarity / tau) (the generator's tau), as one exact LoRA of rank
-                      k·r (B = [√w_j B_j], A = [√w_j A_j], alpha·k); no training
-  multitask           one LoRA trained with the zoo's recipe on the union of the zoo tasks' train
-                      data: the zoo's budget, recipe steps (and max seconds) × zoo experts,
-                      steps capped by --multitask-steps
-  hypergen            the generator's adapter from the description (the prior's mean)
-  hypergen-best-of-n  --best-of-n samples at temperature 1, the best one on the eval examples:
-                      an oracle-selected upper bound, reported apart from hypergen
-  oracle              an expert trained with the zoo's recipe on the task's own train split
-                      (evaluation only, never added to the zoo)
+  base                       zero-shot, the task's inputs as they come
+  base+description           the task description prepended to every input (in the user turn,
+                             a blank line between them): what a user would try first
+  base+user-description      the same with each user-written description in turn (mean; run
+                             only when named in --methods)
+  in-context                 the description and 3 training examples (input, answer) before
+                             each input: the base model prompted as a user with examples would
+  nearest                    the zoo expert nearest to the description embedding (top-1)
+  topk-merge                 the top-k zoo experts (the generator's k) merged in ΔW space with
+                             weights softmax(similarity / tau) (the generator's tau), as one
+                             exact LoRA of rank k·r; no training
+  multitask                  one LoRA trained with the zoo's recipe on the union of the zoo
+                             tasks' train data: the zoo's budget (recipe steps × experts),
+                             capped by --multitask-steps
+  hypergen                   the generator's adapter from the description (the prior's mean),
+                             bare inputs
+  hypergen+description       that adapter, with the description also prepended to the inputs
+  hypergen-user              the adapter from each user-written description in turn (mean), on
+                             bare inputs: what a new user gets
+  hypergen-user+description  the same, each user description also prepended to the inputs
+                             (run only when named in --methods)
+  hypergen-random            control: the generator given a random string as long as the
+                             description (scores like hypergen: the text is not being read)
+  hypergen-other             control: the generator given another held-out task's description
+  hypergen-best-of-n         --best-of-n samples at temperature 1, the best on 5 training
+                             examples of the task (never the scored ones)
+  oracle                     an expert trained with the zoo's recipe on the task's own train
+                             split (evaluation only, never added to the zoo)
 
-base+description, nearest and hypergen are also scored with --paraphrases paraphrased
-descriptions (task.descriptions[1:]) and their spread is reported. multitask and oracle adapters
-are cached in <out>/cache and reused by reruns with the same recipe. A method that fails stops
-the run (exit 1); it is never dropped from the table. Writes <out>/results.json (every number,
-the command, seeds, names, timings), results.md and results.png.
+Held-out tasks are re-split so that --eval-examples are scored (the same for every method)
+wherever a task has that many plus 40 for training. The user-written descriptions are committed
+in training/held_out_descriptions.json (three per held-out task) and used only here. Every
+method also gets, on multiple-choice tasks, the greedy answer's accuracy and in-format rate
+(what a user of the app sees). results.md gives paired differences of hypergen against every
+method (and of each method against its like) with 95% intervals from a two-level bootstrap over
+tasks and examples. Options of one example are scored with the prompt run once (its key/value
+cache reused). Results of methods that do not use the generator are kept in
+<out>/method-cache, so a run with another generator scores only the hypergen methods.
+
+multitask and oracle adapters are cached in <out>/cache and reused by reruns with the same
+recipe. A method that fails stops the run (exit 1); it is never dropped from the table. Writes
+<out>/results.json (every number, the command, seeds, names, timings), results.md and
+results.png.
 
 Each finished task is appended to <out>/progress.jsonl as it finishes: a run that is stopped
 (Ctrl-C, a crash, a lost machine) continues where it stopped when started again with the same
@@ -55,13 +77,14 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from expert_zoo.tasks import Example, Task, is_held_out, iter_bigbench_tasks, synthetic_tasks
+from expert_zoo.tasks.packaged import iter_packaged_tasks
 from hypergen.bank import ExpertBank
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig
@@ -70,20 +93,26 @@ from hypergen.errors import HypergenError
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
 from training import report
 from training.baselines import AdapterSlot, BaselineError, ExpertCache, zoo_recipe, zoo_records
-from training.methods import METHOD_NOTES, METHODS, RUNNERS, Harness, MethodError
+from training.methods import DEFAULT_METHODS, METHOD_NOTES, METHODS, RUNNERS, Harness, MethodError
 
 logger = logging.getLogger("hypergen.eval")
 
 
 # --- tasks and examples ----------------------------------------------------------------------
 def load_tasks(args: argparse.Namespace) -> list[Task]:
-    """The tasks to evaluate: held-out (or all) tasks of ``--source``, filtered and limited."""
+    """The tasks to evaluate: held-out (or all) tasks of ``--source``, filtered and limited;
+    held-out tasks are re-split so that ``--eval-examples`` are scored where the task has them
+    (:func:`benchmark_split`)."""
     families = set(args.families.split(",")) if args.families else None
-    if args.source == "bigbench":
-        tasks = list(iter_bigbench_tasks(split=args.tasks, families=families, limit=args.limit))
-    else:
+    tasks: list[Task] = []
+    if args.source in ("bigbench", "all"):
+        tasks += iter_bigbench_tasks(split=args.tasks, families=families, limit=args.limit)
+    if args.source in ("packages", "all"):
+        tasks += iter_packaged_tasks(split=args.tasks, families=families)
+    if args.source == "synthetic":
         tasks = [t for t in synthetic_tasks() if args.tasks == "all" or is_held_out(t.family)]
-        tasks = [t for t in tasks if families is None or t.family in families][: args.limit]
+        tasks = [t for t in tasks if families is None or t.family in families]
+    tasks = tasks[: args.limit]
     if args.per_family is not None:
         seen: dict[str, int] = {}
         kept = []
@@ -94,7 +123,48 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
         tasks = kept
     if not tasks:
         raise BaselineError(f"no {args.tasks} {args.source} tasks match --families {args.families}")
+    if args.tasks == "held_out":
+        tasks = [benchmark_split(t, args.eval_examples) for t in tasks]
     return tasks
+
+
+MIN_TRAIN = 40
+"""Training examples a held-out task keeps for the oracle, the in-context shots and best-of-n."""
+
+
+def benchmark_split(task: Task, n_eval: int) -> Task:
+    """``task`` with training examples moved to its eval split until it has ``n_eval`` (keeping
+    at least :data:`MIN_TRAIN` for training). Only held-out tasks are re-split: no zoo expert
+    was trained on them, so their training split serves only the oracle, the in-context shots
+    and best-of-n's selection, and the scored examples never overlap it."""
+    need = min(n_eval - len(task.eval), len(task.train) - MIN_TRAIN)
+    if need <= 0:
+        return task
+    return replace(task, train=task.train[:-need], eval=task.eval + task.train[-need:])
+
+
+def other_descriptions(tasks: list[Task]) -> dict[str, str]:
+    """For each task, the description of another task half the list away, of another family
+    where there is one (a fixed assignment, for the hypergen-other control)."""
+    out, n = {}, len(tasks)
+    for i, task in enumerate(tasks):
+        others = [tasks[(i + step) % n] for step in range(n // 2 or 1, n + n // 2)]
+        others = [o for o in others if o.task_id != task.task_id]
+        other_family = [o for o in others if o.family != task.family]
+        if other_family or others:
+            out[task.task_id] = (other_family or others)[0].description
+    return out
+
+
+USER_DESCRIPTIONS = Path(__file__).resolve().parent / "held_out_descriptions.json"
+"""Three descriptions per held-out task written as new users would type them, committed with
+the benchmark before any generator was trained on the zoo they are compared with; they are read
+only here, for scoring, never for training or choosing hyper-parameters."""
+
+
+def load_user_descriptions(path: Path = USER_DESCRIPTIONS) -> dict[str, tuple[str, ...]]:
+    data = json.loads(path.read_text(encoding="utf-8"))["descriptions"]
+    return {task_id: tuple(texts) for task_id, texts in data.items()}
 
 
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
@@ -113,7 +183,7 @@ def check_held_out(tasks: list[Task], bank: ExpertBank, split: str) -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------
-def build_harness(args: argparse.Namespace, methods: list[str]) -> Harness:
+def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task]) -> Harness:
     """Load the base model once, the zoo, the encoder and (when a method needs it) the generator."""
     zoo = args.zoo if args.zoo is not None else DEFAULT_ZOO
     generator = None
@@ -143,10 +213,75 @@ def build_harness(args: argparse.Namespace, methods: list[str]) -> Harness:
         best_of_n=args.best_of_n,
         oracle_steps=args.oracle_steps,
         multitask_steps=args.multitask_steps,
+        user_descriptions=load_user_descriptions(args.user_descriptions),
+        other_description=other_descriptions(tasks),
+        generation=not args.no_generation,
     )
 
 
-def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
+GENERATOR_FREE = ("base", "base+description", "base+user-description", "in-context")
+"""Methods whose results depend on neither the generator nor the zoo."""
+
+
+class ScoreCache:
+    """``<folder>/<method>/<sha256>.json``: results of the methods that do not use the
+    generator, keyed by everything they depend on, so a run with another generator (or a rerun
+    after a change to hypergen only) scores just the hypergen methods again. Small JSON files,
+    meant to be committed with the run."""
+
+    def __init__(self, folder: Path, common: dict, zoo_sha256: str, read: bool = True):
+        self.folder, self.common, self.zoo, self.read = folder, common, zoo_sha256, read
+
+    def key(self, h: Harness, method: str, task: Task, examples: list[Example]) -> str:
+        data = json.dumps([(e.input, e.output, e.options) for e in (*task.train, *examples)])
+        parts = {**self.common, "method": method, "task_id": task.task_id}
+        parts["examples_sha256"] = hashlib.sha256(data.encode()).hexdigest()
+        parts["descriptions"] = list(h.descriptions(task))
+        parts["users"] = list(h.user_descriptions.get(task.task_id, ()))
+        if method not in GENERATOR_FREE:
+            parts.update(zoo=self.zoo, k=h.k, tau=h.tau)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def get(self, method: str, key: str) -> dict | None:
+        path = self.folder / method / f"{key}.json"
+        if not self.read:
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def put(self, method: str, key: str, result: dict) -> None:
+        path = self.folder / method / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, default=report.jsonable))
+        tmp.replace(path)
+
+
+def run_method(h: Harness, method: str, task: Task, examples: list[Example], cache) -> dict:
+    """One method's result on one task, from ``cache`` when it holds it (its seconds then are
+    the original run's)."""
+    key = None
+    if cache is not None and not method.startswith("hypergen"):
+        key = cache.key(h, method, task, examples)
+        hit = cache.get(method, key)
+        if hit is not None:
+            return {**hit, "cached": True}
+    start = time.perf_counter()
+    try:
+        result = RUNNERS[method](h, task, examples)
+    except Exception as exc:
+        raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
+    result = {**result, "seconds": round(time.perf_counter() - start, 3)}
+    if key is not None:
+        cache.put(method, key, result)
+    return result
+
+
+def run_task(
+    h: Harness, task: Task, methods: list[str], n: int, bar, cache: ScoreCache | None = None
+) -> dict:
     """Every method on one task's eval examples; a failing method raises :class:`MethodError`."""
     examples = eval_examples(task, n, h.seed)
     entry = {"task_id": task.task_id, "family": task.family, "n": len(examples)}
@@ -154,23 +289,26 @@ def run_task(h: Harness, task: Task, methods: list[str], n: int, bar) -> dict:
     entry["scores"], entry["losses"], entry["details"] = {}, {}, {}
     for method in methods:
         bar.set_postfix_str(f"{task.task_id.split(':', 1)[-1][:40]} · {method}")
-        start = time.perf_counter()
-        try:
-            result = RUNNERS[method](h, task, examples)
-        except Exception as exc:
-            raise MethodError(f"method {method!r} failed on task {task.task_id}: {exc}") from exc
+        result = run_method(h, method, task, examples, cache)
         entry["scores"][method] = float(result["score"])
         entry["losses"][method] = float(result["answer_loss"])
         if "choice_loss" in result:  # multiple-choice tasks
             entry.setdefault("choice_losses", {})[method] = float(result["choice_loss"])
-        entry["details"][method] = {**result, "seconds": round(time.perf_counter() - start, 3)}
+        if "gen_accuracy" in result:
+            entry.setdefault("generation", {})[method] = {
+                "gen_accuracy": float(result["gen_accuracy"]),
+                "in_format": float(result["in_format"]),
+            }
+        entry["details"][method] = result
         entry["metric"] = result["metric"]
         bar.update()
     return entry
 
 
-SCORING = 2
-"""Version of what a finished task records; 2: every method's answer loss (and choice loss)."""
+SCORING = 3
+"""Version of what a finished task records; 2: every method's answer loss (and choice loss);
+3: per-example results, greedy answers on multiple-choice tasks, held-out tasks re-split to
+their --eval-examples (:func:`benchmark_split`), shared-prompt option scoring."""
 
 
 # --- resuming a stopped run ------------------------------------------------------------------
@@ -233,7 +371,7 @@ def _fingerprint(path: Path) -> str:
 def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     """What a finished task's numbers depend on (see :class:`Progress`)."""
     settings = ("source", "tasks", "eval_examples", "seed", "paraphrases", "best_of_n")
-    settings += ("oracle_steps", "multitask_steps", "device")
+    settings += ("oracle_steps", "multitask_steps", "device", "no_generation")
     key = {name: getattr(args, name) for name in settings}
     key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
     key["scoring"] = SCORING
@@ -248,9 +386,18 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     start, methods = time.perf_counter(), parse_methods(args.methods)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     tasks = load_tasks(args)
-    h = build_harness(args, methods)
+    h = build_harness(args, methods, tasks)
     check_held_out(tasks, h.bank, args.tasks)
-    progress = Progress(args.out, run_key(args, h, methods), fresh=args.fresh)
+    key = run_key(args, h, methods)
+    progress = Progress(args.out, key, fresh=args.fresh)
+    skip = ("methods", "generator_sha256", "k", "tau", "zoo_experts_sha256")
+    common = {k: v for k, v in key.items() if k not in skip}
+    common["models"] = {
+        k: v for k, v in key["models"].items() if k not in ("generator", "generator_parameters")
+    }
+    cache = ScoreCache(
+        args.out / "method-cache", common, key["zoo_experts_sha256"], read=not args.fresh
+    )
     logger.info(
         "%d tasks × %d methods, %d eval examples each", len(tasks), len(methods), args.eval_examples
     )
@@ -259,7 +406,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
         for task in tasks:
             entry = progress.done.get(task.task_id)
             if entry is None:
-                entry = run_task(h, task, methods, args.eval_examples, bar)
+                entry = run_task(h, task, methods, args.eval_examples, bar, cache)
                 progress.add(entry)
             else:
                 bar.update(len(methods))
@@ -320,7 +467,7 @@ def _recipe(h: Harness) -> dict | None:
 def parse_methods(text: str | None) -> list[str]:
     """``"base,hypergen"`` -> the methods in benchmark order; unknown names raise."""
     if not text:
-        return list(METHODS)
+        return list(DEFAULT_METHODS)
     wanted = [m.strip() for m in text.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown or not wanted:
@@ -356,9 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--encoder", help="sentence-transformers folder (default: all-MiniLM-L6-v2)")
     add(
         "--source",
-        choices=["bigbench", "synthetic"],
-        default="bigbench",
-        help="task source (synthetic: the code-generated test tasks)",
+        choices=["all", "bigbench", "packages", "synthetic"],
+        default="all",
+        help="task source: all (BIG-bench and the everyday tasks of package archives), "
+        "bigbench, packages, or synthetic (the code-generated test tasks); default %(default)s",
     )
     add(
         "--tasks",
@@ -388,12 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--methods",
         type=_methods,
-        help=f"comma-separated subset of: {', '.join(METHODS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(METHODS)} (default: all but "
+        f"{', '.join(m for m in METHODS if m not in DEFAULT_METHODS)})",
+    )
+    add(
+        "--user-descriptions",
+        type=Path,
+        default=USER_DESCRIPTIONS,
+        help="JSON of the held-out tasks' user-written descriptions "
+        '({"descriptions": {task_id: [text, ...]}}; default: the committed ones)',
+    )
+    add(
+        "--no-generation",
+        action="store_true",
+        help="skip the greedy answers on multiple-choice tasks (generation accuracy, in format)",
     )
     add(
         "--paraphrases",
         type=int,
-        default=2,
+        default=0,
         help="paraphrased descriptions also scored for base+description, nearest, hypergen (default: %(default)s)",
     )
     add("--k", type=int, help="experts merged by topk-merge (default: the generator's k)")
@@ -418,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--fresh",
         action="store_true",
-        help="start over: ignore the finished tasks in <out>/progress.jsonl",
+        help="start over: ignore the finished tasks in <out>/progress.jsonl and the method cache",
     )
     add("--quiet", action="store_true", help="no progress bar")
     return p

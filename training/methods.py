@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from expert_zoo.scoring import score_examples
+from expert_zoo.scoring import generation_scores, score_examples
 from expert_zoo.store import expert_id_for
 from expert_zoo.tasks import Example, Task
 from hypergen.bank import ExpertBank
@@ -38,14 +39,26 @@ logger = logging.getLogger(__name__)
 METHOD_NOTES = {
     "base": "base model, zero-shot, inputs as they come",
     "base+description": "base model, the task description prepended to each input (user turn)",
+    "base+user-description": "base model, each user-written description prepended in turn (mean)",
+    "in-context": "base model, the description and 3 training examples before each input",
     "nearest": "top-1 zoo expert retrieved by the description embedding",
     "topk-merge": "top-k zoo experts merged in ΔW space, weights softmax(sim / tau), exact rank-k·r LoRA",
     "multitask": "one LoRA trained with the zoo's recipe on the union of the zoo tasks' train data",
-    "hypergen": "the generator's adapter from the description (prior mean, temperature 0)",
-    report.BEST_OF_N: "best of n generator samples (temperature 1), chosen on the eval examples",
+    "hypergen": "the generator's adapter from the description (prior mean, temperature 0), bare inputs",
+    "hypergen+description": "hypergen's adapter, and the description prepended to each input",
+    "hypergen-user": "the generator's adapter from each user-written description in turn (mean), bare inputs",
+    "hypergen-user+description": "hypergen-user, each user description also prepended to the inputs",
+    "hypergen-random": "control: the generator given a random string as long as the description",
+    "hypergen-other": "control: the generator given another held-out task's description",
+    report.BEST_OF_N: "best of n generator samples (temperature 1), chosen on 5 training examples",
     "oracle": "expert trained with the zoo's recipe on the task's own train split (upper bound)",
 }
 METHODS = tuple(METHOD_NOTES)
+OPTIONAL = ("base+user-description", "hypergen-user+description")
+"""Run only when asked for (--methods): each costs three scorings per task, and the benchmark's
+like-for-like comparisons are covered without them (hypergen-user against base, hypergen+description
+against base+description)."""
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in OPTIONAL)
 
 
 class MethodError(RuntimeError):
@@ -71,11 +84,29 @@ class Harness:
     best_of_n: int
     oracle_steps: int | None
     multitask_steps: int | None
+    user_descriptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Held-out task id -> descriptions written as users would type them (scoring only)."""
+    other_description: dict[str, str] = field(default_factory=dict)
+    """Held-out task id -> the description of another task (the hypergen-other control)."""
+    generation: bool = True
+    """Also score the greedy answers on multiple-choice tasks (:func:`generation_scores`)."""
+    shots: int = 3
+    select_examples: int = 5
     _multitask: tuple | None = None
     """The multitask adapter and its training record, trained (or read back) once per run."""
 
-    def score(self, model, examples: list[Example]) -> dict:
-        return score_examples(model, self.base.tokenizer, examples)
+    def score(self, model, examples: list[Example], greedy: bool = True) -> dict:
+        """:func:`score_examples`, and on multiple-choice tasks the greedy answers' scores when
+        the run asks for them and ``greedy`` (controls and the nearest expert skip them)."""
+        result = score_examples(model, self.base.tokenizer, examples)
+        if greedy and self.generation and result["metric"] == "mc_accuracy":
+            result.update(generation_scores(model, self.base.tokenizer, examples))
+        return result
+
+    def users(self, task: Task) -> tuple[str, ...]:
+        if not self.user_descriptions.get(task.task_id):
+            raise BaselineError(f"task {task.task_id} has no user-written descriptions")
+        return self.user_descriptions[task.task_id]
 
     def descriptions(self, task: Task) -> tuple[str, ...]:
         """The original description and ``paraphrases`` paraphrases."""
@@ -94,21 +125,43 @@ class Harness:
 
 
 # --- methods: (harness, task, eval examples) -> {"score", "metric", "n", ...} --------------------
-def _over_descriptions(h: Harness, task: Task, variant: Callable[[int, str], tuple]) -> dict:
+def _over_descriptions(
+    h: Harness, task: Task, variant: Callable[[int, str], tuple], greedy: bool = True
+) -> dict:
     """Score ``variant(i, description) -> (model, examples, info)`` for every description."""
     runs = []
     for i, text in enumerate(h.descriptions(task)):
         model, examples, info = variant(i, text)
-        runs.append({**h.score(model, examples), **info})
-    out = {
-        k: runs[0][k]
-        for k in ("score", "metric", "n", "answer_loss", "choice_loss")
-        if k in runs[0]
-    }
+        runs.append({**h.score(model, examples, greedy), **info})
+    keys = ("score", "metric", "n", "answer_loss", "choice_loss", "correct")
+    keys += ("gen_accuracy", "in_format", "gen_correct")
+    out = {k: runs[0][k] for k in keys if k in runs[0]}
     out["runs"] = runs
     if len(runs) > 1:
         out["by_description"] = [r["score"] for r in runs]
         out["spread"] = report.spread(out["by_description"])
+    return out
+
+
+MEANED = ("score", "answer_loss", "choice_loss", "gen_accuracy", "in_format")
+
+
+def _mean_over(
+    h: Harness, texts, variant: Callable[[int, str], tuple], greedy: bool = True
+) -> dict:
+    """Score ``variant(i, text) -> (model, examples, info)`` for each text; the result is the
+    mean over the texts (per example too, for the paired intervals)."""
+    runs = []
+    for i, text in enumerate(texts):
+        model, examples, info = variant(i, text)
+        runs.append({**h.score(model, examples, greedy), **info, "description": text})
+    out = {k: float(np.mean([r[k] for r in runs])) for k in MEANED if k in runs[0]}
+    out.update(metric=runs[0]["metric"], n=runs[0]["n"], runs=runs)
+    out["correct"] = np.mean([r["correct"] for r in runs], axis=0).tolist()
+    if "gen_correct" in runs[0]:
+        out["gen_correct"] = np.mean([r["gen_correct"] for r in runs], axis=0).tolist()
+    out["by_description"] = [r["score"] for r in runs]
+    out["spread"] = report.spread(out["by_description"])
     return out
 
 
@@ -128,13 +181,39 @@ def run_base_description(h: Harness, task: Task, examples: list[Example]) -> dic
     return _over_descriptions(h, task, variant)
 
 
+def run_base_user_description(h: Harness, task: Task, examples: list[Example]) -> dict:
+    def variant(i, text):
+        return h.slot.use(None), with_description(examples, text), {}
+
+    return _mean_over(h, h.users(task), variant)
+
+
+def in_context_prompt(description: str, shots: list[Example], text: str) -> str:
+    """The description, then each shot as an input and its answer, then the input."""
+    blocks = [description, *(f"Input: {s.input}\nAnswer: {s.output}" for s in shots)]
+    return "\n\n".join([*blocks, f"Input: {text}\nAnswer:"])
+
+
+def run_in_context(h: Harness, task: Task, examples: list[Example]) -> dict:
+    pool = list(task.train)
+    if len(pool) < h.shots:
+        raise BaselineError(
+            f"task {task.task_id} has {len(pool)} training examples, {h.shots} needed"
+        )
+    shots = random.Random(f"{h.seed}:shots:{task.task_id}").sample(pool, h.shots)
+    prompted = [
+        replace(e, input=in_context_prompt(task.description, shots, e.input)) for e in examples
+    ]
+    return {**h.score(h.slot.use(None), prompted), "shots": [s.input for s in shots]}
+
+
 def run_nearest(h: Harness, task: Task, examples: list[Example]) -> dict:
     def variant(i, text):
         idx, sims = h.bank.search(h.encoder.encode([text], truncate=True), 1)
         info = {"expert": h.bank.expert_ids[idx[0, 0]], "similarity": float(sims[0, 0])}
         return h.slot.use(expert_adapter(h.bank, int(idx[0, 0]))), examples, info
 
-    return _over_descriptions(h, task, variant)
+    return _over_descriptions(h, task, variant, greedy=False)
 
 
 def run_topk_merge(h: Harness, task: Task, examples: list[Example]) -> dict:
@@ -181,17 +260,72 @@ def run_hypergen(h: Harness, task: Task, examples: list[Example]) -> dict:
     return _over_descriptions(h, task, variant)
 
 
+def _generated(h: Harness, texts, with_text: bool) -> Callable[[int, str], tuple]:
+    """A variant scoring the generator's adapter for each text (the text also prepended to the
+    inputs when ``with_text``)."""
+    made = h.require_generator().generate(list(texts))
+
+    def variant(examples):
+        def one(i, text):
+            info = {"neighbors": [n[0] for n in made[i].neighbors]}
+            shown = with_description(examples, text) if with_text else examples
+            return h.slot.use(made[i].adapter), shown, info
+
+        return one
+
+    return variant
+
+
+def run_hypergen_description(h: Harness, task: Task, examples: list[Example]) -> dict:
+    return _over_descriptions(h, task, _generated(h, h.descriptions(task), True)(examples))
+
+
+def run_hypergen_user(h: Harness, task: Task, examples: list[Example]) -> dict:
+    texts = h.users(task)
+    return _mean_over(h, texts, _generated(h, texts, False)(examples))
+
+
+def run_hypergen_user_description(h: Harness, task: Task, examples: list[Example]) -> dict:
+    texts = h.users(task)
+    return _mean_over(h, texts, _generated(h, texts, True)(examples))
+
+
+def random_text(length: int, seed: str) -> str:
+    """Lowercase letters and spaces, ``length`` characters, seeded (the random-string control)."""
+    rng = random.Random(seed)
+    return (
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz     ") for _ in range(length)).strip() or "x"
+    )
+
+
+def run_hypergen_random(h: Harness, task: Task, examples: list[Example]) -> dict:
+    text = random_text(len(task.description), f"{h.seed}:random:{task.task_id}")
+    return _mean_over(h, [text], _generated(h, [text], False)(examples), greedy=False)
+
+
+def run_hypergen_other(h: Harness, task: Task, examples: list[Example]) -> dict:
+    text = h.other_description.get(task.task_id)
+    if text is None:
+        raise BaselineError(f"no other task's description was assigned to {task.task_id}")
+    return _mean_over(h, [text], _generated(h, [text], False)(examples), greedy=False)
+
+
 def run_best_of_n(h: Harness, task: Task, examples: list[Example]) -> dict:
     made = h.require_generator().generate(
         [task.description], num_samples=h.best_of_n, temperature=1.0, seed=h.seed
     )
-    runs = [h.score(h.slot.use(g.adapter), examples) for g in made]
-    best = int(np.argmax([r["score"] for r in runs]))
+    pool = list(task.train)
+    if len(pool) < h.select_examples:
+        raise BaselineError(f"task {task.task_id} has too few training examples to select on")
+    chosen = random.Random(f"{h.seed}:select:{task.task_id}").sample(pool, h.select_examples)
+    picks = [score_examples(h.slot.use(g.adapter), h.base.tokenizer, chosen) for g in made]
+    keys = [(p["score"], -p.get("choice_loss", p["answer_loss"])) for p in picks]
+    best = max(range(len(made)), key=lambda i: keys[i])
     return {
-        **runs[best],
-        "sample_scores": [r["score"] for r in runs],
+        **h.score(h.slot.use(made[best].adapter), examples, greedy=False),
+        "selection_scores": [p["score"] for p in picks],
         "best_sample": best,
-        "upper_bound": "oracle-selected: the best sample on the eval examples themselves",
+        "selected_on": f"{h.select_examples} training examples (never the scored ones)",
     }
 
 
@@ -209,10 +343,17 @@ def run_oracle(h: Harness, task: Task, examples: list[Example]) -> dict:
 RUNNERS: dict[str, Callable[[Harness, Task, list[Example]], dict]] = {
     "base": run_base,
     "base+description": run_base_description,
+    "base+user-description": run_base_user_description,
+    "in-context": run_in_context,
     "nearest": run_nearest,
     "topk-merge": run_topk_merge,
     "multitask": run_multitask,
     "hypergen": run_hypergen,
+    "hypergen+description": run_hypergen_description,
+    "hypergen-user": run_hypergen_user,
+    "hypergen-user+description": run_hypergen_user_description,
+    "hypergen-random": run_hypergen_random,
+    "hypergen-other": run_hypergen_other,
     report.BEST_OF_N: run_best_of_n,
     "oracle": run_oracle,
 }

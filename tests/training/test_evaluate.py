@@ -66,6 +66,12 @@ def setup(tmp_path_factory):
             if name.startswith("heads."):
                 param.normal_(0, 0.02)
     model.save_pretrained(root / "generator")
+    users = {
+        t.task_id: [f"please {t.family.replace('_', ' ')}", f"my {t.family} task, done well"]
+        for t in synthetic_tasks()
+        if is_held_out(t.family)
+    }
+    (root / "users.json").write_text(json.dumps({"descriptions": users}))
     return root
 
 
@@ -87,6 +93,10 @@ def _argv(setup, tiny_model_dir, out, *extra) -> list[str]:
         "2",
         "--best-of-n",
         "2",
+        "--paraphrases",
+        "2",
+        "--user-descriptions",
+        str(setup / "users.json"),
         "--quiet",
         "--out",
         str(out),
@@ -97,7 +107,8 @@ def _argv(setup, tiny_model_dir, out, *extra) -> list[str]:
 @pytest.fixture(scope="module")
 def full_run(setup, tiny_model_dir):
     out = setup / "results"
-    assert evaluate.main(_argv(setup, tiny_model_dir, out)) == 0
+    every = ",".join(methods.METHODS)  # the optional methods too
+    assert evaluate.main(_argv(setup, tiny_model_dir, out, "--methods", every)) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -125,7 +136,8 @@ def test_every_method_scores_every_task(full_run):
         merge = task["details"]["topk-merge"]
         assert len(merge["experts"]) == 3 and abs(sum(merge["weights"]) - 1) < 1e-6
         best = task["details"][report.BEST_OF_N]
-        assert len(best["sample_scores"]) == 2 and best["score"] == max(best["sample_scores"])
+        picked = best["selection_scores"]
+        assert len(picked) == 2 and picked[best["best_sample"]] == max(picked)
     assert set(results["summary"]["means"]) == set(methods.METHODS)
     loss = results["summary"]["losses"]
     for m in methods.METHODS:
@@ -144,7 +156,7 @@ def test_outputs_written(full_run):
     out, results = full_run
     md = (out / "results.md").read_text()
     assert f"Command: `{results['command']}`" in md
-    assert "| **mean** |" in md and "hypergen-best-of-n†" in md and "upper bound" in md
+    assert "| **mean** |" in md and "hypergen-best-of-n†" in md and "chosen on 5" in md
     assert "Spread over descriptions" in md
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
@@ -330,3 +342,67 @@ def test_per_family_keeps_the_first_tasks_of_each_family(setup, tiny_model_dir, 
     tasks = json.loads((tmp_path / "results.json").read_text())["tasks"]
     first = min(t.task_id for t in synthetic_tasks() if is_held_out(t.family))
     assert [t["task_id"] for t in tasks] == [first]
+
+
+def test_controls_user_descriptions_generation_and_paired_intervals(full_run, setup):
+    out, results = full_run
+    users = json.loads((setup / "users.json").read_text())["descriptions"]
+    for task in results["tasks"]:
+        random_run = task["details"]["hypergen-random"]["runs"][0]
+        assert random_run["description"] != task["descriptions"][0]
+        assert len(random_run["description"]) <= len(task["descriptions"][0])
+        other = task["details"]["hypergen-other"]["runs"][0]["description"]
+        assert other != task["descriptions"][0]  # another task's description
+        user_runs = task["details"]["hypergen-user"]["runs"]
+        assert [r["description"] for r in user_runs] == users[task["task_id"]]
+        assert task["scores"]["hypergen-user"] == pytest.approx(
+            sum(r["score"] for r in user_runs) / len(user_runs)
+        )
+        for m in methods.METHODS:
+            assert len(task["details"][m]["correct"]) == task["n"]
+        if task["metric"] == "mc_accuracy":
+            skipped = {"nearest", "hypergen-random", "hypergen-other", report.BEST_OF_N}
+            assert set(task["generation"]) == set(methods.METHODS) - skipped
+            for m in set(methods.METHODS) - skipped:
+                g = task["generation"][m]
+                assert 0 <= g["gen_accuracy"] <= g["in_format"] <= 1
+    pairs = {(p["a"], p["b"]): p for p in results["summary"]["paired"]}
+    assert {("hypergen", m) for m in methods.METHODS if m != "hypergen"} <= set(pairs)
+    assert ("hypergen-user", "hypergen-random") in pairs
+    p = pairs[("hypergen", "base")]
+    assert p["low"] <= p["diff"] <= p["high"] and p["tasks"] == len(results["tasks"])
+    md = report.markdown(results)  # (later tests rewrite the folder's results.md)
+    assert "| hypergen | base |" in md and "95% interval" in md
+
+
+def test_a_new_generator_rescores_only_the_hypergen_methods(
+    full_run, setup, tiny_model_dir, tmp_path, monkeypatch
+):
+    out, first = full_run
+    import shutil
+
+    other = tmp_path / "generator"
+    shutil.copytree(setup / "generator", other)
+    (other / "note.txt").write_text("another checkpoint")  # another fingerprint, same weights
+    calls = []
+    for m in ("base", "in-context", "hypergen"):
+        real = methods.RUNNERS[m]
+
+        def counted(h, task, examples, real=real, m=m):
+            calls.append(m)
+            return real(h, task, examples)
+
+        monkeypatch.setitem(methods.RUNNERS, m, counted)
+    argv = _argv(setup, tiny_model_dir, out, "--methods", "base,in-context,hypergen")
+    argv[1] = str(other)
+    assert evaluate.main(argv) == 0
+    assert calls == ["hypergen"] * len(first["tasks"])  # base and in-context read back
+    again = json.loads((out / "results.json").read_text())
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):
+        assert a["scores"]["base"] == b["scores"]["base"]
+        assert a["scores"]["hypergen"] == b["scores"]["hypergen"]
+
+
+def test_the_default_methods_leave_out_only_the_optional_ones():
+    assert evaluate.parse_methods(None) == [m for m in methods.METHODS if m not in methods.OPTIONAL]
+    assert "hypergen-random" in evaluate.parse_methods(None)

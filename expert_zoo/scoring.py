@@ -69,8 +69,10 @@ def shared_prompt_logprobs(
 
     The chat-formatted prompt goes through the model once; its key/value cache is repeated for
     the answers, which then run as one batch. The numbers equal :func:`answer_logprobs`'s (the
-    same tokens, the same positions). Returns None when prompt + the longest answer exceeds
+    same tokens at the same positions). Returns None when prompt + the longest answer exceeds
     ``max_length``: the uncached path would then cut the prompt differently per answer.
+    (Greedy answers are not decoded from this cache: one token at a time for one example is
+    slower on a CPU than :func:`greedy_answers`' batches, measured on winowhy.)
     """
     eos = tokenizer.eos_token_id
     p_ids = tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"]
@@ -80,10 +82,10 @@ def shared_prompt_logprobs(
     device = model.device
     out = model(input_ids=torch.tensor([p_ids], device=device), use_cache=True)
     first = out.logits[0, -1].float().log_softmax(-1)
+    cache = out.past_key_values
     sums = [float(first[a[0]]) for a in a_ids]
     width = max(len(a) for a in a_ids) - 1
     if width > 0:
-        cache = out.past_key_values
         cache.batch_repeat_interleave(len(a_ids))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         ids = torch.full((len(a_ids), width), pad, dtype=torch.long)
@@ -137,62 +139,60 @@ def greedy_answers(
     inputs: Sequence[str],
     max_new_tokens: int = 24,
     batch_size: int = 16,
+    max_length: int = 256,
 ) -> list[str]:
-    """Greedy answers, batched with left padding."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        out: list[str] = []
-        for start in range(0, len(inputs), batch_size):
-            prompts = [build_prompt(tokenizer, x) for x in inputs[start : start + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = enc.to(model.device)
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-        return out
-    finally:
-        tokenizer.padding_side = side
+    """Greedy answers, batched with left padding. A prompt longer than ``max_length −
+    max_new_tokens`` tokens is cut from the left, as the likelihood scoring cuts it (the model
+    sees the same context in both; very long inputs cost no more than that)."""
+    keep = max(1, max_length - max_new_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    for start in range(0, len(inputs), batch_size):
+        rows = [
+            tokenizer(build_prompt(tokenizer, x), add_special_tokens=False)["input_ids"][-keep:]
+            for x in inputs[start : start + batch_size]
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
+        gen = model.generate(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
+    return out
 
 
 @torch.no_grad()
 def generation_scores(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
 ) -> dict[str, float | list]:
-    """What a user sees on multiple-choice examples: the greedy answer, counted right
-    (``gen_accuracy``) when it is the gold option and in format (``in_format``) when it is one
-    of the options (both after :func:`normalise_answer`). ``answers`` keeps the texts."""
-    longest = max(
-        len(tokenizer(o, add_special_tokens=False)["input_ids"])
-        for e in examples
-        for o in e.options
+    """What a user sees on multiple-choice examples: the greedy answer (up to the longest
+    option + 4 tokens), counted right (``gen_accuracy``) when it is the gold option and in
+    format (``in_format``) when it is one of the options (both after
+    :func:`normalise_answer`); ``answers`` keeps the texts."""
+    answers = greedy_answers(
+        model, tokenizer, [e.input for e in examples], _longest_option(tokenizer, examples) + 4
     )
-    answers = greedy_answers(model, tokenizer, [e.input for e in examples], longest + 4)
-    right, fmt = [], []
-    for a, e in zip(answers, examples, strict=True):
-        said = normalise_answer(a)
-        right.append(int(said == normalise_answer(e.output)))
-        fmt.append(int(said in {normalise_answer(o) for o in e.options}))
-    n = len(examples)
-    return {
-        "gen_accuracy": sum(right) / n,
-        "in_format": sum(fmt) / n,
-        "gen_correct": right,
-        "answers": answers,
-    }
+    return _greedy_fields(examples, answers)
 
 
 def score_examples(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    greedy: bool = False,
 ) -> dict[str, float]:
     """``{"metric": "mc_accuracy" | "exact_match", "score", "n", "answer_loss", "correct"}``,
     and for multiple choice ``"choice_loss"``; ``correct`` holds 1 or 0 per example (for paired
     intervals over examples).
 
+    With ``greedy`` multiple-choice examples also get :func:`generation_scores`' fields.
     ``answer_loss`` (:func:`answer_loss`) is the gold answer's per-token NLL. ``choice_loss`` is
     the mean of ``−log softmax(option scores)[gold]``: the cross-entropy of the choice that the
     accuracy counts, continuous where accuracy moves in steps of ``1/n``. Both: lower is better.
@@ -203,7 +203,10 @@ def score_examples(
     model.eval()
     try:
         if all(e.options is not None for e in examples):
-            score = {"metric": "mc_accuracy", **mc_scores(model, tokenizer, examples)}
+            score = {
+                "metric": "mc_accuracy",
+                **mc_scores(model, tokenizer, examples, greedy=greedy),
+            }
         else:
             # an answer longer than the longest gold one (+4 tokens) can never match exactly
             longest = max(
@@ -245,22 +248,50 @@ def option_scores(
 
 
 def mc_scores(
-    model, tokenizer, examples: Sequence[Example], shared: bool = True
+    model, tokenizer, examples: Sequence[Example], shared: bool = True, greedy: bool = False
 ) -> dict[str, float | list]:
     """``score`` (the highest-scoring option is the gold one), ``choice_loss`` and
     ``answer_loss``, all from one pass over the options (the gold answer is one of them), and
-    ``correct``: per example, 1 when the gold option scored highest."""
+    ``correct``: per example, 1 when the gold option scored highest. With ``greedy``, also
+    :func:`generation_scores`' fields."""
+    blocks = option_scores(model, tokenizer, examples, shared)
     correct, choice, gold_nll = [], 0.0, 0.0
-    for e, block in zip(examples, option_scores(model, tokenizer, examples, shared), strict=True):
+    for e, block in zip(examples, blocks, strict=True):
         sums = torch.tensor([s for s, _ in block], dtype=torch.float64)
         gold = e.options.index(e.output)
         correct.append(int(e.options[int(sums.argmax())] == e.output))
         choice += float(sums.logsumexp(0) - sums[gold])
         gold_nll += -block[gold][0] / max(block[gold][1], 1)
     n = len(examples)
-    return {
+    out = {
         "score": sum(correct) / n,
         "choice_loss": choice / n,
         "answer_loss": gold_nll / n,
         "correct": correct,
+    }
+    if greedy:
+        out.update(generation_scores(model, tokenizer, examples))
+    return out
+
+
+def _longest_option(tokenizer, examples: Sequence[Example]) -> int:
+    return max(
+        len(tokenizer(o, add_special_tokens=False)["input_ids"])
+        for e in examples
+        for o in e.options
+    )
+
+
+def _greedy_fields(examples: Sequence[Example], answers: Sequence[str]) -> dict:
+    right, fmt = [], []
+    for a, e in zip(answers, examples, strict=True):
+        said = normalise_answer(a)
+        right.append(int(said == normalise_answer(e.output)))
+        fmt.append(int(said in {normalise_answer(o) for o in e.options}))
+    n = len(examples)
+    return {
+        "gen_accuracy": sum(right) / n,
+        "in_format": sum(fmt) / n,
+        "gen_correct": right,
+        "answers": [a.strip() for a in answers],
     }

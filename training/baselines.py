@@ -215,10 +215,14 @@ class ExpertCache:
         device = next(self.base.model.parameters()).device
         self.slot.release()
         # the harness scores the adapter itself: keep train_expert's own before/after scoring tiny
-        adapter, metrics = train_expert(
-            self.base, task, replace(config, eval_examples=1), self.progress
-        )
-        self.base.model.to(device).eval()  # Lightning may have moved it
+        dtype = next(self.base.model.parameters()).dtype
+        self.base.model.float()  # adapters train in float32, whatever precision scores them
+        try:
+            adapter, metrics = train_expert(
+                self.base, task, replace(config, eval_examples=1), self.progress
+            )
+        finally:
+            self.base.model.to(device=device, dtype=dtype).eval()  # Lightning may have moved it
         metrics = {"cached": False, **metrics}
         (folder / "key.json").unlink(missing_ok=True)  # the key is written last: after the adapter
         adapter.save_pretrained(folder / "adapter", overwrite=True)

@@ -81,6 +81,7 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from expert_zoo.tasks import Example, Task, is_held_out, iter_bigbench_tasks, synthetic_tasks
@@ -127,6 +128,8 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
         tasks = [benchmark_split(t, args.eval_examples) for t in tasks]
     return tasks
 
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 MIN_TRAIN = 40
 """Training examples a held-out task keeps for the oracle, the in-context shots and best-of-n."""
@@ -195,7 +198,7 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
         config = {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
         config = argparse.Namespace(**config)
     base = load_base_model(args.base_model)
-    base.model.to(args.device).eval()
+    base.model.to(device=args.device, dtype=DTYPES[args.dtype]).eval()
     slot = AdapterSlot(base)
     known = set(bank.expert_ids)  # the zoo may grow while we run: keep the experts we loaded
     return Harness(
@@ -305,10 +308,11 @@ def run_task(
     return entry
 
 
-SCORING = 3
+SCORING = 4
 """Version of what a finished task records; 2: every method's answer loss (and choice loss);
 3: per-example results, greedy answers on multiple-choice tasks, held-out tasks re-split to
-their --eval-examples (:func:`benchmark_split`), shared-prompt option scoring."""
+their --eval-examples (:func:`benchmark_split`), shared-prompt option scoring; 4: greedy
+answers decoded from the shared prompt's cache, long prompts cut as in likelihood scoring."""
 
 
 # --- resuming a stopped run ------------------------------------------------------------------
@@ -371,7 +375,7 @@ def _fingerprint(path: Path) -> str:
 def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     """What a finished task's numbers depend on (see :class:`Progress`)."""
     settings = ("source", "tasks", "eval_examples", "seed", "paraphrases", "best_of_n")
-    settings += ("oracle_steps", "multitask_steps", "device", "no_generation")
+    settings += ("oracle_steps", "multitask_steps", "device", "no_generation", "dtype")
     key = {name: getattr(args, name) for name in settings}
     key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
     key["scoring"] = SCORING
@@ -576,6 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on multitask training steps (default: recipe steps × zoo experts)",
     )
     add("--device", default="cpu", help="torch device of the base model (default: %(default)s)")
+    add(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="bfloat16",
+        help="precision the base model scores in (default: %(default)s, 2.5x faster than "
+        "float32 on CPUs with AVX-512 BF16; the LoRA layers and all training stay float32)",
+    )
     add(
         "--fresh",
         action="store_true",

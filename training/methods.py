@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from expert_zoo.scoring import generation_scores, score_examples
+from expert_zoo.scoring import score_examples
 from expert_zoo.store import expert_id_for
 from expert_zoo.tasks import Example, Task
 from hypergen.bank import ExpertBank
@@ -98,10 +98,9 @@ class Harness:
     def score(self, model, examples: list[Example], greedy: bool = True) -> dict:
         """:func:`score_examples`, and on multiple-choice tasks the greedy answers' scores when
         the run asks for them and ``greedy`` (controls and the nearest expert skip them)."""
-        result = score_examples(model, self.base.tokenizer, examples)
-        if greedy and self.generation and result["metric"] == "mc_accuracy":
-            result.update(generation_scores(model, self.base.tokenizer, examples))
-        return result
+        return score_examples(
+            model, self.base.tokenizer, examples, greedy=greedy and self.generation
+        )
 
     def users(self, task: Task) -> tuple[str, ...]:
         if not self.user_descriptions.get(task.task_id):

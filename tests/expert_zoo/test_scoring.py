@@ -37,3 +37,27 @@ def test_mc_scores_are_the_same_with_and_without_the_shared_prompt():
         assert cached[key] == pytest.approx(plain[key], abs=1e-4)
     blocks = option_scores(model, tok, examples)
     assert [len(b) for b in blocks] == [2, 3, 2]
+
+
+def test_greedy_fields_of_mc_scores_and_long_prompts():
+    from expert_zoo.scoring import generation_scores, greedy_answers
+
+    tok, model = byte_tokenizer(), tiny_llama().eval()
+    examples = [
+        Example("first question", "yes", ("yes", "no")),
+        Example("another, longer question here", "maybe", ("yes", "no", "maybe")),
+    ]
+    with_greedy = mc_scores(model, tok, examples, greedy=True)
+    alone = generation_scores(model, tok, examples)
+    assert with_greedy["gen_correct"] == alone["gen_correct"]
+    assert (
+        with_greedy["in_format"]
+        == sum(
+            a.strip().lower().strip(".!?\"'`") in {"yes", "no", "maybe"} for a in alone["answers"]
+        )
+        / 2
+    )
+    # a prompt longer than the scoring window is cut from the left, as likelihood scoring cuts it
+    cut = greedy_answers(model, tok, ["z" * 100 + "end"], max_new_tokens=4, max_length=40)
+    same = greedy_answers(model, tok, ["z" * 100 + "end"], max_new_tokens=4, max_length=40)
+    assert cut == same and len(cut) == 1

@@ -26,7 +26,9 @@ def test_every_zoo_task_has_eight_distinct_untemplated_descriptions():
     for task_id, texts in table.items():
         assert len(texts) >= 8 and len(set(texts)) == len(texts), task_id
         assert not any(TEMPLATED.match(t) for t in texts), task_id
-        assert not is_held_out(_family(task_id)), f"{task_id} is held out: it must not be described for the zoo"
+        assert not is_held_out(_family(task_id)), (
+            f"{task_id} is held out: it must not be described for the zoo"
+        )
 
 
 def test_the_held_out_descriptions_cover_only_held_out_tasks_and_never_the_zoos():

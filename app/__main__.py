@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m app", description="Launch the hypergen app (Gradio)."
     )
     p.add_argument("--generator", type=Path, help="generator checkpoint folder (default: shipped)")
-    p.add_argument("--zoo", type=Path, help="zoo folder or export file (default: shipped zoo)")
+    p.add_argument(
+        "--zoo",
+        type=Path,
+        action="append",
+        help="zoo folder or export file (default: shipped zoo); repeat it to serve several",
+    )
     p.add_argument("--base-model", help="base model folder or .gguf file (default: SmolLM2-135M)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
@@ -50,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--user-zoo",
         type=Path,
         default=None,
-        help="folder the Grow tab trains experts into (default: $HYPERGEN_HOME/user-zoo)",
+        help="folder the Grow tab trains experts into, served with --zoo: a grown expert is "
+        "retrieved by the next Generate, also after a restart (default: $HYPERGEN_HOME/user-zoo)",
     )
     p.add_argument("--no-grow", action="store_true", help="leave the Grow tab out")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="requests served at once")
@@ -71,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         build_parser().error(str(exc))
     user_zoo = None if args.no_grow else (args.user_zoo or hypergen_home() / "user-zoo")
-    if user_zoo is not None and args.zoo is not None and user_zoo.resolve() == args.zoo.resolve():
+    zoos = args.zoo or []
+    if user_zoo is not None and any(user_zoo.resolve() == z.resolve() for z in zoos):
         build_parser().error("--user-zoo must be another folder than --zoo")
     try:
-        generator = HyperGen.from_pretrained(args.generator, args.zoo, base_model=args.base_model)
-        zoo = open_zoo(args.zoo)
+        generator = HyperGen.from_pretrained(
+            args.generator, zoos or None, base_model=args.base_model
+        )
+        zoo = open_zoo(zoos[0] if zoos else None)
         demo = create_app(generator, zoo, user_zoo=user_zoo, concurrency=args.concurrency)
     except (HypergenError, ValueError, OSError) as exc:
         build_parser().exit(2, f"python -m app: {exc}\n")

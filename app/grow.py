@@ -102,6 +102,10 @@ class Grower:
             target_modules=tuple(layout.modules),
         )
         self._generator = generator
+        self.base_zoos = [p for p in generator.zoo_paths if Path(p).resolve() != self.root]
+        """The zoos the generator served before the user zoo joined them."""
+        if self._has_experts():  # the user zoo of an earlier run is served from the start
+            generator.use_zoos([*self.base_zoos, self.root])
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypergen-grow")
         self._jobs: dict[str, GrowJob] = {}
         self._lock = threading.Lock()
@@ -110,6 +114,9 @@ class Grower:
 
     def zoo(self) -> ExpertZoo:
         return ExpertZoo(self.root)
+
+    def _has_experts(self) -> bool:
+        return (self.root / "manifest.json").is_file() and len(self.zoo()) > 0
 
     def submit(self, task: Task) -> str:
         """Queue ``task`` for training; returns the job id to poll with :meth:`status`."""
@@ -161,11 +168,14 @@ class Grower:
                 self.zoo(), base, self._generator.encoder, task, self.config, progress=False
             )
             job.record = record
+            self._generator.use_zoos([*self.base_zoos, self.root])
             gain = record.metrics.get("gain", 0.0)
             flag = " (flagged: it does not beat the base model)" if record.flagged else ""
             job.message = (
                 f"Added **{record.expert_id}** to the user zoo {self.root}: eval gain "
                 f"{gain:+.3f} over the base model in {time.monotonic() - job.started:.0f} s{flag}."
+                f" Your expert `{record.expert_id}` is now in the zoo: the next Generate "
+                "retrieves from it."
             )
             job.phase = "done"
         except Exception as exc:  # shown in the page; the worker keeps serving

@@ -219,49 +219,59 @@ def model_lock(generator) -> threading.Lock:
         return _LOCKS[generator]
 
 
+def with_description(description: str, text: str) -> str:
+    """The input as a user without hypergen would send it: the task described, then the input
+    (the same framing as the benchmark's base+description)."""
+    return f"{description}\n\n{text}"
+
+
 def stream_answers(
     generator,
     adapter: GeneratedAdapter,
     text: str,
     max_new_tokens: int = MAX_NEW_TOKENS,
     timeout: float = STREAM_TIMEOUT_S,
-) -> Iterator[tuple[str, str]]:
-    """Answer ``text`` with the base model, then with ``adapter`` applied, token by token.
+) -> Iterator[tuple[str, str, str]]:
+    """Answer ``text`` three ways, token by token: the base model given the bare input, the
+    base model given the description before the input (what a user would do without
+    hypergen), and the base model with ``adapter`` applied, given the bare input.
 
-    Yields ``(base answer so far, adapted answer so far)``. Both answers are computed by one
-    worker thread holding :func:`model_lock`, so another request can never swap its adapter in
-    half-way; the lock is released even when the caller stops reading.
+    Yields ``(base, base told the task, adapted)`` answers so far. All three are computed by
+    one worker thread holding :func:`model_lock`, so another request can never swap its adapter
+    in half-way; the lock is released even when the caller stops reading.
     """
     text = check_text(text, "input", MAX_INPUT_CHARS)
     with model_lock(generator):
         tokenizer = generator.base.tokenizer  # loads the base model on first use
     streams = [
         TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-        for _ in range(2)
+        for _ in range(3)
     ]
     errors: list[BaseException] = []
     args = (generator, adapter, text, streams, errors, max_new_tokens)
-    worker = threading.Thread(target=_answer_both, args=args, daemon=True)
+    worker = threading.Thread(target=_answer_all, args=args, daemon=True)
     worker.start()
-    answers = ["", ""]
+    answers = ["", "", ""]
     for i, stream in enumerate(streams):
         for piece in stream:
             answers[i] += piece
-            yield answers[0], answers[1]
+            yield answers[0], answers[1], answers[2]
     worker.join()
     if errors:
         raise errors[0]
-    yield answers[0].strip(), answers[1].strip()
+    yield answers[0].strip(), answers[1].strip(), answers[2].strip()
 
 
-def _answer_both(generator, adapter, text, streams, errors, max_new_tokens) -> None:
+def _answer_all(generator, adapter, text, streams, errors, max_new_tokens) -> None:
     try:
         with model_lock(generator):
             model = generator.apply(adapter)
             tokenizer = generator.base.tokenizer
+            told = with_description(adapter.description, text)
             with model.disable_adapter():
                 _generate(model, tokenizer, text, streams[0], max_new_tokens)
-            _generate(model, tokenizer, text, streams[1], max_new_tokens)
+                _generate(model, tokenizer, told, streams[1], max_new_tokens)
+            _generate(model, tokenizer, text, streams[2], max_new_tokens)
     except Exception as exc:  # handed to the reader, which shows it in the page
         errors.append(exc)
         for stream in streams:
@@ -277,4 +287,26 @@ def _generate(model, tokenizer, text: str, streamer, max_new_tokens: int) -> Non
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
         streamer=streamer,
+    )
+
+
+def confidence_html(adapter: GeneratedAdapter) -> str:
+    """A plain gauge of the adapter's confidence (how close the zoo's nearest expert is),
+    with its numbers and, when it is low, the warning."""
+    c = adapter.confidence
+    if c is None:
+        return ""
+    level = c.level
+    colour = "#c0392b" if c.low else ("#e67e22" if level < 0.65 else "#27ae60")
+    agree = "n/a" if c.agreement is None else f"{c.agreement:.2f}"
+    spread = "" if c.sample_spread is None else f" · samples differ by {c.sample_spread:.2f}"
+    limit = "" if c.threshold is None else f" (below {c.threshold:.2f} it did not help)"
+    warning = f"<p><b>Warning:</b> {c.warning}</p>" if c.warning else ""
+    return (
+        '<div id="confidence-gauge"><div style="font-weight:600">Confidence</div>'
+        '<div style="background:#e0e0e0;border-radius:4px;height:14px;width:100%">'
+        f'<div style="background:{colour};height:14px;border-radius:4px;width:{100 * level:.0f}%">'
+        "</div></div>"
+        f"<small>nearest expert {c.nearest:.2f}{limit} · weighted {c.weighted:.2f} · "
+        f"neighbours agree {agree}{spread}</small>{warning}</div>"
     )

@@ -107,6 +107,7 @@ def _generate_tab() -> SimpleNamespace:
                 c.seed = gr.Number(0, precision=0, minimum=0, label="Seed")
             c.button = gr.Button("Generate adapter", variant="primary", elem_id="generate-btn")
             c.status = gr.Markdown("", elem_id="status")
+            c.confidence = gr.HTML("", elem_id="confidence")
         with gr.Column(scale=4):
             c.neighbours_plot = gr.Plot(
                 label="Nearest zoo experts", elem_id="neighbours-plot", format="png"
@@ -126,12 +127,21 @@ def _generate_tab() -> SimpleNamespace:
             c.snippet = gr.Code(
                 label="Load it (after unzipping)", language="python", interactive=False
             )
-    gr.Markdown("### Try it: the base model and the adapted model answer the same input")
+    gr.Markdown(
+        "### Try it: the base model, the base model told the task, and the adapted model "
+        "answer the same input"
+    )
     c.try_input = gr.Textbox(label="Input", lines=2, elem_id="try-input")
-    c.try_button = gr.Button("Answer with both", elem_id="try-btn")
+    c.try_button = gr.Button("Answer all three", elem_id="try-btn")
     with gr.Row():
         c.base_answer = gr.Textbox(
             label="Base model", lines=4, elem_id="base-answer", interactive=False
+        )
+        c.told_answer = gr.Textbox(
+            label="Base model, the description before the input",
+            lines=4,
+            elem_id="told-answer",
+            interactive=False,
         )
         c.adapted_answer = gr.Textbox(
             label="With the adapter", lines=4, elem_id="adapted-answer", interactive=False
@@ -182,6 +192,7 @@ def _wire_generate(generator, g: SimpleNamespace, z: SimpleNamespace, view) -> N
             return (
                 generation,
                 handlers.status_line(generation),
+                handlers.confidence_html(adapter),
                 plots.neighbours_figure(adapter.neighbors),
                 pd.DataFrame(rows, columns=NEIGHBOUR_COLUMNS),
                 radio,
@@ -190,7 +201,7 @@ def _wire_generate(generator, g: SimpleNamespace, z: SimpleNamespace, view) -> N
         except Exception as exc:
             empty = pd.DataFrame([], columns=NEIGHBOUR_COLUMNS)
             radio = gr.update(visible=False)
-            return None, handlers.user_message(exc), None, empty, radio, None, None, ""
+            return None, handlers.user_message(exc), "", None, empty, radio, None, None, ""
 
     def on_sample(generation, sample):
         try:
@@ -201,21 +212,27 @@ def _wire_generate(generator, g: SimpleNamespace, z: SimpleNamespace, view) -> N
     def on_try(generation, sample, text):
         try:
             adapter = handlers.pick(generation, sample or 0)
-            yield "", "", "Working: the base model answers first, then the adapted one…"
-            for base, adapted in handlers.stream_answers(generator, adapter, text):
-                yield base, adapted, "Working: answering…"
-            yield base, adapted, f"Answered with the adapter for: *{adapter.description[:200]}*"
+            yield "", "", "", "Working: the base model answers first, then the adapted one…"
+            for base, told, adapted in handlers.stream_answers(generator, adapter, text):
+                yield base, told, adapted, "Working: answering…"
+            yield (
+                base,
+                told,
+                adapted,
+                f"Answered with the adapter for: *{adapter.description[:200]}*",
+            )
         except Exception as exc:
-            yield gr.skip(), gr.skip(), handlers.user_message(exc)
+            yield gr.skip(), gr.skip(), gr.skip(), handlers.user_message(exc)
 
-    outputs = [g.state, g.status, g.neighbours_plot, g.neighbours, g.sample, g.norms_plot]
+    outputs = [g.state, g.status, g.confidence, g.neighbours_plot, g.neighbours, g.sample]
+    outputs += [g.norms_plot]
     outputs += [g.download, g.snippet]
     inputs = [g.description, g.samples, g.temperature, g.seed]
     event = g.button.click(on_generate, inputs, outputs)
     event.then(_mark_fn(generator, view), [g.state, z.query], [z.mark, z.table, z.plot, z.status])
     sample_out = [g.norms_plot, g.download, g.snippet, g.status]
     g.sample.input(on_sample, [g.state, g.sample], sample_out)
-    try_out = [g.base_answer, g.adapted_answer, g.try_status]
+    try_out = [g.base_answer, g.told_answer, g.adapted_answer, g.try_status]
     g.try_button.click(on_try, [g.state, g.sample, g.try_input], try_out)
 
 

@@ -206,6 +206,14 @@ class ExportWeights:
         return self.gather(range(self.num_experts))
 
 
+def _row_numbers(row_expert: np.ndarray) -> np.ndarray:
+    """Which description of its expert each row is (rows of one expert are contiguous)."""
+    out = np.zeros(len(row_expert), dtype=np.int64)
+    for i in range(1, len(row_expert)):
+        out[i] = out[i - 1] + 1 if row_expert[i] == row_expert[i - 1] else 0
+    return out
+
+
 class ExpertBank:
     """Experts' canonical weights and a FAISS index over their descriptions.
 
@@ -240,6 +248,8 @@ class ExpertBank:
         self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
         self.index.add(self.embeddings)
         self.approximate_above, self.shortlist = APPROXIMATE_ABOVE, SHORTLIST
+        self.sources = [name] * len(self.expert_ids)
+        """The zoo each expert comes from (several for a combined bank)."""
 
     @property
     def weights(self) -> Weights:
@@ -301,9 +311,73 @@ class ExpertBank:
         return cls(read_zoo_folder(root), name=Path(root).name)
 
     @classmethod
-    def load(cls, path: str | Path) -> ExpertBank:
-        """A zoo folder or an export file, whichever ``path`` is."""
-        return cls.from_zoo_folder(path) if Path(path).is_dir() else cls.from_export(path)
+    def load(cls, path: str | Path | Sequence[str | Path]) -> ExpertBank:
+        """A zoo folder or an export file, whichever ``path`` is; several (a list) are served
+        as one bank (:meth:`combine`)."""
+        if isinstance(path, (list, tuple)):
+            if not path:
+                raise BankError("no zoo given: pass a zoo folder or export file")
+            banks = [cls.load(p) for p in path]
+            return banks[0] if len(banks) == 1 else cls.combine(banks)
+        path = Path(path)
+        if not path.exists():
+            raise BankError(
+                f"zoo {path} does not exist: pass a zoo folder (with manifest.json, as "
+                "`expert-zoo build` writes it) or a zoo export file (`expert-zoo export`)"
+            )
+        return cls.from_zoo_folder(path) if path.is_dir() else cls.from_export(path)
+
+    @classmethod
+    def combine(cls, banks: Sequence[ExpertBank]) -> ExpertBank:
+        """One bank over several zoos' experts (in order), e.g. the shipped zoo and a user's.
+
+        The zoos must share the LoRA layout, the encoder and the base model, and no expert id
+        may be in two of them; anything else raises :class:`BankError` naming the two zoos.
+        Weights are held in memory (an export file's are read whole).
+        """
+        first = banks[0]
+        seen: dict[str, str] = {}
+        for bank in banks:
+            for what, a, b in (
+                ("LoRA layout", first.layout.to_dict(), bank.layout.to_dict()),
+                ("encoder", first.encoder, bank.encoder),
+                ("base model", first.base_model, bank.base_model),
+            ):
+                if a != b:
+                    raise BankError(
+                        f"zoos {first.name} and {bank.name} differ in their {what} ({a} vs {b}): "
+                        "zoos served together must share layout, encoder and base model"
+                    )
+            for expert_id in bank.expert_ids:
+                if expert_id in seen:
+                    raise BankError(
+                        f"expert {expert_id} is in both zoo {seen[expert_id]} and zoo "
+                        f"{bank.name}: remove one (`expert-zoo remove`) to serve them together"
+                    )
+                seen[expert_id] = bank.name
+        offsets = np.cumsum([0] + [len(b) for b in banks[:-1]])
+        export = ZooExport(
+            header={
+                "layout": first.layout.to_dict(),
+                "encoder": first.encoder,
+                "base_model": first.base_model,
+                "dim": first.dim,
+            },
+            records=[
+                {"expert_id": e, "family": f, "descriptions": d}
+                for b in banks
+                for e, f, d in zip(b.expert_ids, b.families, b.descriptions, strict=True)
+            ],
+            weights={k: torch.cat([b.weights[k] for b in banks]) for k in first.weights},
+            embeddings=np.concatenate([b.embeddings for b in banks]),
+            row_expert=np.concatenate(
+                [b.row_expert + o for b, o in zip(banks, offsets, strict=True)]
+            ),
+            row_description=np.concatenate([_row_numbers(b.row_expert) for b in banks]),
+        )
+        bank = cls(export, name="+".join(b.name for b in banks))
+        bank.sources = [b.name for b in banks for _ in b.expert_ids]
+        return bank
 
     def __len__(self) -> int:
         return len(self.expert_ids)

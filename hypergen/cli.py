@@ -18,31 +18,57 @@ def _load(args):
 
 
 def _cmd_generate(args) -> int:
+    from hypergen.encoder import check_description
+
+    check_description(args.description)  # before any weights load: a bad one fails at once
+    targets = (
+        [args.out] if args.samples == 1 else [args.out / f"sample-{i}" for i in range(args.samples)]
+    )
+    taken = [t for t in targets if t.exists()]
+    if taken and not args.overwrite:
+        raise FileExistsError(f"{taken[0]} already exists: pass --overwrite to replace it")
     gen = _load(args)
     made = gen.generate(
         args.description, num_samples=args.samples, temperature=args.temperature, seed=args.seed
     )
     made = made if isinstance(made, list) else [made]
-    for i, adapter in enumerate(made):
-        out = args.out if len(made) == 1 else args.out / f"sample-{i}"
+    for out, adapter in zip(targets, made, strict=True):
         adapter.save_pretrained(out, overwrite=args.overwrite)
         print(f"wrote {out}")
     print("nearest zoo experts:")
     for expert_id, description, sim in made[0].neighbors:
         print(f"  {sim:6.3f}  {expert_id}  {description[:80]}")
+    _print_confidence(made[0].confidence)
     return 0
+
+
+def _print_confidence(confidence) -> None:
+    if confidence is None:
+        return
+    agree = "n/a" if confidence.agreement is None else f"{confidence.agreement:.2f}"
+    print(
+        f"confidence: nearest expert {confidence.nearest:.2f}, weighted {confidence.weighted:.2f}, "
+        f"neighbours agree {agree}"
+        + ("" if confidence.threshold is None else f" (threshold {confidence.threshold:.2f})")
+    )
+    if confidence.warning:
+        print(f"warning: {confidence.warning}")
 
 
 def _cmd_chat(args) -> int:
     from hypergen.adapter_io import LoraAdapter
+    from hypergen.encoder import check_description
     from hypergen.prompting import answer
 
+    if args.describe is not None:
+        check_description(args.describe)
     gen = _load(args)
     if args.adapter is not None:
         adapter = LoraAdapter.from_pretrained(args.adapter, layout=gen.bank.layout)
     else:
         adapter = gen.generate(args.describe)
         print("generated from:", ", ".join(e for e, _, _ in adapter.neighbors))
+        _print_confidence(adapter.confidence)
     model = gen.apply(adapter)
     prompts = [args.prompt] if args.prompt else iter(lambda: input("you> "), "")
     for prompt in prompts:
@@ -66,8 +92,10 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument(
         "--zoo",
         type=Path,
+        action="append",
         default=None,
-        help="zoo folder or export file (default: the shipped zoo)",
+        help="zoo folder or export file (default: the shipped zoo); repeat it to serve several "
+        "as one (e.g. --zoo expert_zoo/zoo --zoo my-zoo)",
     )
     top.add_argument("--encoder", default=None, help="sentence-transformers folder")
     top.add_argument("--base-model", default=None, help="transformers folder or .gguf file")

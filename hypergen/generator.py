@@ -18,6 +18,7 @@ from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, swap_adapter
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel, load_base_model
+from hypergen.confidence import Confidence, agreement, load_threshold, sample_spread
 from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.encoder import TaskEncoder, check_description
 from hypergen.errors import DescriptionError
@@ -42,6 +43,9 @@ class GeneratedAdapter:
     """``(expert id, its nearest description, cosine similarity)``, best first."""
     sample: int = 0
     """Which of the ``num_samples`` draws this is (0 for the prior mean)."""
+    confidence: Confidence | None = None
+    """How close the zoo's experts are and how much they (and the samples) agree; its
+    ``warning`` says when no expert is close enough for the adapter to be trusted."""
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write a PEFT adapter folder (loadable by ``PeftModel.from_pretrained``)."""
@@ -74,6 +78,10 @@ class HyperGen:
         cvae_layout.check_matches(bank.layout, what=f"zoo {bank.name}")
         self.cvae, self.bank, self.encoder = cvae.eval(), bank, encoder
         self.base_model_source = base_model
+        self.threshold = load_threshold()
+        """Nearest similarity below which adapters carry a warning (None: not calibrated)."""
+        self.zoo_paths: list[Path] = []
+        """The zoo folders or files the bank was read from (set by :meth:`from_pretrained`)."""
         self._base: BaseModel | None = None
         self._slot = None  # the PeftModel adapters are swapped into
 
@@ -81,7 +89,7 @@ class HyperGen:
     def from_pretrained(
         cls,
         generator: str | Path | None = None,
-        zoo: str | Path | None = None,
+        zoo: str | Path | list[str | Path] | None = None,
         encoder: str | Path | None = None,
         base_model: str | Path | None = None,
     ) -> HyperGen:
@@ -89,7 +97,11 @@ class HyperGen:
 
         Args:
             generator: checkpoint folder (default: the shipped generator).
-            zoo: zoo folder or export file (default: the shipped zoo).
+            zoo: zoo folder or export file (default: the shipped zoo), or a list of them served
+                as one bank (e.g. ``[DEFAULT_ZOO, "my-zoo"]``: the shipped experts and yours;
+                they must share layout, encoder and base model, and ids must be unique).
+                A generator trained on one zoo conditions on the others' experts through
+                retrieval, with no retraining.
             encoder: sentence-transformers folder (default: all-MiniLM-L6-v2).
             base_model: what :meth:`apply` loads (default: SmolLM2-135M-Instruct).
         """
@@ -100,11 +112,21 @@ class HyperGen:
                 "`hypergen-train --zoo PATH --out DIR` and pass its folder"
             )
         encoder_ = TaskEncoder(encoder)
-        bank = ExpertBank.load(zoo if zoo is not None else DEFAULT_ZOO)
+        paths = zoo if isinstance(zoo, (list, tuple)) else [zoo if zoo is not None else DEFAULT_ZOO]
+        bank = ExpertBank.load(list(paths))
         cvae = LoraCVAE.from_pretrained(
             folder, expected_layout=bank.layout, expected_embed_dim=encoder_.dim
         )
-        return cls(cvae, bank, encoder_, base_model)
+        made = cls(cvae, bank, encoder_, base_model)
+        made.zoo_paths = [Path(p) for p in paths]
+        return made
+
+    def use_zoos(self, paths: list[str | Path]) -> None:
+        """Retrieve from these zoos from now on (e.g. after an expert was added to one: the
+        next :meth:`generate` sees it). The new bank must fit the generator's layout."""
+        bank = ExpertBank.load([Path(p) for p in paths])
+        self.cvae.config.lora_layout.check_matches(bank.layout, what=f"zoo {bank.name}")
+        self.bank, self.zoo_paths = bank, [Path(p) for p in paths]
 
     @property
     def samples_differ(self) -> bool:
@@ -151,20 +173,40 @@ class HyperGen:
                 stacklevel=2,
             )
         emb = self.encoder.encode(texts)
-        cond = self.cvae.condition_inputs(self.bank, emb)
+        bank = self.bank  # one bank for the whole call, even if use_zoos swaps it meanwhile
+        cond = self.cvae.condition_inputs(bank, emb)
         gen = torch.Generator().manual_seed(seed)
         weights = self.cvae.generate(cond, num_samples, temperature, generator=gen)
+        confidences = [self._confidence(bank, cond, weights, i) for i in range(len(texts))]
         out = [
-            self._wrap(texts[i], weights, cond, i, s, temperature)
+            self._wrap(bank, texts[i], weights, cond, i, s, temperature, confidences[i])
             for i in range(len(texts))
             for s in range(num_samples)
         ]
+        if single and confidences[0].warning:
+            logger.warning("%s", confidences[0].warning)
         return out[0] if single and num_samples == 1 else out
 
-    def _wrap(self, text, weights, cond, i: int, s: int, temperature: float) -> GeneratedAdapter:
+    def _confidence(self, bank, cond, weights, i: int) -> Confidence:
+        sims = cond["sims"][i].float()
+        w = torch.softmax(sims / self.cvae.config.tau, dim=-1)
+        neighbours = bank.gather(cond["neighbours"][i])
+        samples = {k: v[i] for k, v in weights.items()}
+        spread = sample_spread(bank.layout, samples) if self.samples_differ else None
+        return Confidence(
+            nearest=float(sims.max()),
+            weighted=float((w * sims).sum()),
+            agreement=agreement(bank.layout, neighbours),
+            sample_spread=spread,
+            threshold=self.threshold,
+        )
+
+    def _wrap(
+        self, bank, text, weights, cond, i: int, s: int, temperature: float, confidence=None
+    ) -> GeneratedAdapter:
         neighbors = []
         for e, sim in zip(cond["neighbours"][i].tolist(), cond["sims"][i].tolist(), strict=True):
-            neighbors.append((self.bank.expert_ids[e], self.bank.descriptions[e][0], float(sim)))
+            neighbors.append((bank.expert_ids[e], bank.descriptions[e][0], float(sim)))
         tensors = {k: v[i, s].contiguous() for k, v in weights.items()}
         meta = {
             "description": text,
@@ -173,8 +215,10 @@ class HyperGen:
             "temperature": temperature,
             "generator": self.cvae.config.zoo,
         }
-        adapter = LoraAdapter(self.cvae.config.lora_layout, tensors, self.bank.base_model, meta)
-        return GeneratedAdapter(adapter, text, neighbors, s)
+        if confidence is not None:
+            meta["confidence"] = confidence.to_dict()
+        adapter = LoraAdapter(self.cvae.config.lora_layout, tensors, bank.base_model, meta)
+        return GeneratedAdapter(adapter, text, neighbors, s, confidence)
 
     @property
     def base(self) -> BaseModel:

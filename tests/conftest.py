@@ -88,8 +88,9 @@ def fake_zoo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fake_generator(fake_zoo, tiny_model_dir):
-    """HyperGen's API over the tiny zoo and model, without a CVAE (tests/app/helpers.py)."""
-    from hypergen.bank import ExpertBank
-    from tests.app.helpers import BagOfWordsEncoder, FakeGenerator
+    """A real :class:`HyperGen` over the tiny zoo and model: a small CVAE whose output heads are
+    randomised (as if trained, so samples differ) and the bag-of-words encoder of
+    tests/app/helpers.py (no sentence-transformers model needed)."""
+    from tests.app.helpers import tiny_generator
 
-    return FakeGenerator(ExpertBank.load(fake_zoo.root), BagOfWordsEncoder(), tiny_model_dir)
+    return tiny_generator(fake_zoo.root, tiny_model_dir)

@@ -1,6 +1,6 @@
-"""A fake generator for the app tests: HyperGen's API (generate / apply / info / base / bank /
-encoder / base_model_source) over the tiny model and a tiny zoo, with a bag-of-words encoder, so
-no sentence-transformers model or trained CVAE is needed.
+"""The app tests' generator: a real :class:`HyperGen` over the tiny model and a tiny zoo, with a
+small untrained CVAE and a bag-of-words encoder, so no sentence-transformers model or trained
+generator is needed.
 """
 
 from __future__ import annotations
@@ -13,12 +13,7 @@ import numpy as np
 import torch
 
 from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
-from hypergen.adapter_io import LoraAdapter
-from hypergen.apply import apply_adapter, swap_adapter
 from hypergen.bank import ExpertBank
-from hypergen.base_model import BaseModel, load_base_model
-from hypergen.encoder import check_description
-from hypergen.generator import GeneratedAdapter
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
 
@@ -72,67 +67,23 @@ def build_zoo(root: Path, encoder, base_model: str = "tiny-llama") -> ExpertZoo:
     return zoo
 
 
-class FakeGenerator:
-    """HyperGen's API without a CVAE: neighbours from the bank, weights seeded by the input."""
+def tiny_generator(zoo_root: Path, base_model: Path, seed: int = 0):
+    """A real :class:`HyperGen` over ``zoo_root``: a small CVAE for its layout whose output heads
+    are randomised (as if trained: samples at temperature > 0 differ), the bag-of-words encoder,
+    and the tiny base model."""
+    from hypergen.generator import HyperGen
+    from training.module import new_model
 
-    def __init__(self, bank: ExpertBank, encoder, base_model_source: Path, k: int = 3):
-        self.bank, self.encoder, self.base_model_source, self.k = (
-            bank,
-            encoder,
-            base_model_source,
-            k,
-        )
-        self._base: BaseModel | None = None
-        self._slot = None
-
-    samples_differ = True
-
-    def generate(self, description, num_samples: int = 1, temperature: float = 0.0, seed: int = 0):
-        check_description(description)
-        idx, sims = self.bank.search(self.encoder.encode([description]), self.k)
-        neighbors = [
-            (self.bank.expert_ids[e], self.bank.descriptions[e][0], float(s))
-            for e, s in zip(idx[0].tolist(), sims[0].tolist(), strict=True)
-        ]
-        out = [
-            GeneratedAdapter(self._adapter(description, seed, s), description, neighbors, s)
-            for s in range(num_samples)
-        ]
-        return out[0] if num_samples == 1 else out
-
-    def _adapter(self, description: str, seed: int, sample: int) -> LoraAdapter:
-        key = json.dumps([description, seed, sample]).encode()
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(key).hexdigest()[:12], 16))
-        layout = self.bank.layout
-        weights = {
-            k: 0.5 * torch.randn(s, generator=gen) for k, s in layout.expected_shapes().items()
-        }
-        return LoraAdapter(layout, weights, self.bank.base_model, {"description": description})
-
-    @property
-    def base(self) -> BaseModel:
-        if self._base is None:
-            self._base = load_base_model(self.base_model_source)
-        return self._base
-
-    def apply(self, adapter):
-        lora = adapter.adapter if isinstance(adapter, GeneratedAdapter) else adapter
-        if self._slot is None:
-            self._slot = apply_adapter(self.base.model, lora)
-            self._slot.merge_adapter()
-        else:
-            swap_adapter(self._slot, lora)
-        return self._slot
-
-    def info(self) -> dict:
-        return {
-            "base_model": self.bank.base_model,
-            "encoder": self.encoder.name,
-            "zoo": self.bank.name,
-            "zoo_experts": len(self.bank),
-            "generator_parameters": 0,
-            "lora_parameters": self.bank.layout.num_params,
-        }
+    bank = ExpertBank.load(zoo_root)
+    torch.manual_seed(seed)
+    model = new_model(bank, np.arange(len(bank)), k=3, hidden_dim=32, latent_dim=4, cond_dim=16)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith("heads."):
+                param.normal_(0, 0.05)
+    generator = HyperGen(model, bank, BagOfWordsEncoder(), base_model)
+    generator.zoo_paths = [Path(zoo_root)]
+    return generator
 
 
 def task_jsonl(n: int = 12, task_id: str = "shout", bad_line: int | None = None) -> bytes:

@@ -74,7 +74,8 @@ def real_generator(tmp_path_factory, tiny_model_dir):
             if name.startswith("heads."):
                 param.normal_(0, 0.02)
     model.save_pretrained(root / "generator")
-    gen = HyperGen.from_pretrained(root / "generator", zoo.root, base_model=tiny_model_dir)
+    base = shutil.copytree(tiny_model_dir, root / "tiny-llama")  # the base model the zoo names
+    gen = HyperGen.from_pretrained(root / "generator", zoo.root, base_model=base)
     return gen, zoo, root
 
 
@@ -193,6 +194,9 @@ def test_generate_download_try_and_bad_input(server, browser, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#try-input textarea").send_keys("The soup was cold.")
     browser.find_element(By.CSS_SELECTOR, "#try-btn").click()
     _wait_text(browser, "#try-status", "Answered with the adapter")
+    for box in ("#base-answer", "#told-answer", "#adapted-answer"):  # the three-way side-by-side
+        assert browser.find_elements(By.CSS_SELECTOR, f"{box} textarea"), box
+    assert "nearest expert" in _text(browser, "#confidence")
     screenshot = tmp_path / "app.png"
     _screenshot(browser, screenshot)
     if os.environ.get("HYPERGEN_SCREENSHOT"):
@@ -220,8 +224,14 @@ def test_zoo_tab_and_grow_tab(server, browser, tmp_path):
     _wait_text(browser, "#grow-status", "user:shout")
     browser.find_element(By.CSS_SELECTOR, "#grow-train").click()
     _wait_text(browser, "#grow-progress", "Added **user__shout**".replace("**", ""))
+    assert "is now in the zoo" in _text(browser, "#grow-progress")
     _tab(browser, "Generate")
     assert _generate(browser, "Count the vowels in a word") < WAIT_S  # still serving
+    # the grown expert is retrieved by the next Generate, in the same app session
+    _generate(browser, "Repeat the word in capitals.")
+    _wait(
+        browser, lambda d: "user__shout" in d.find_element(By.TAG_NAME, "body").text, "grown expert"
+    )
 
 
 def _tab(driver, name: str) -> None:

@@ -11,7 +11,7 @@ from app import grow
 from app.handlers import AppError
 from expert_zoo.train import ExpertTrainConfig
 from hypergen.generator import DEFAULT_ZOO
-from tests.app.helpers import task_jsonl
+from tests.app.helpers import task_jsonl, tiny_generator
 
 
 def _upload(tmp_path, data: bytes, name: str = "shout.jsonl"):
@@ -69,12 +69,16 @@ def _wait(grower: grow.Grower, job_id: str, timeout: float = 300.0) -> list[tupl
     raise AssertionError(f"job {job_id} did not finish: {seen[-1]}")
 
 
-def test_train_an_expert_in_the_background(fake_generator, tmp_path):
-    layout = fake_generator.bank.layout
+def test_train_an_expert_in_the_background(fake_zoo, tiny_model_dir, tmp_path):
+    import shutil
+
+    base = shutil.copytree(tiny_model_dir, tmp_path / "tiny-llama")  # the name the zoo records
+    generator = tiny_generator(fake_zoo.root, base)  # its own: Grow changes its zoos
+    layout = generator.bank.layout
     config = ExpertTrainConfig(
         steps=2, batch_size=2, max_length=48, eval_examples=2, target_modules=layout.modules
     )
-    grower = grow.Grower(fake_generator, tmp_path / "user-zoo", config)
+    grower = grow.Grower(generator, tmp_path / "user-zoo", config)
     try:
         assert grower.records_rows() == []
         assert grower.status(None)[2] and grower.status("job-404")[2]
@@ -92,3 +96,12 @@ def test_train_an_expert_in_the_background(fake_generator, tmp_path):
         assert _wait(grower, grower.submit(other))[-1][1].startswith("Added **user__shout2**")
     finally:
         grower.shutdown()
+    # the next Generate retrieves the grown experts, with no restart
+    assert "is now in the zoo" in text
+    assert {"user__shout", "user__shout2"} <= set(generator.bank.expert_ids)
+    made = generator.generate("Repeat the word in capitals.")
+    assert made.neighbors[0][0] in {"user__shout", "user__shout2"}
+    # and after a restart of the app the user zoo is served from the start
+    again = tiny_generator(fake_zoo.root, base)
+    grow.Grower(again, tmp_path / "user-zoo", config).shutdown()
+    assert len(again.bank) == len(fake_zoo) + 2

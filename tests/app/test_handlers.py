@@ -114,22 +114,24 @@ def test_norms_plot_matches_delta_weights(fake_generator):
     assert "nearest expert (t__2)" in figure.axes[0].get_legend_handles_labels()[1]
 
 
-def _answers(generator, adapter: LoraAdapter, text: str) -> tuple[str, str]:
+def _answers(generator, adapter: LoraAdapter, text: str) -> tuple[str, str, str]:
     """What the try-it box should show, computed directly with the library."""
+    told = f"{adapter.description}\n\n{text}"
     with handlers.model_lock(generator):
         model, tok = generator.apply(adapter), generator.base.tokenizer
         with model.disable_adapter():
             base = answer(model, tok, text, handlers.MAX_NEW_TOKENS)
-        return base, answer(model, tok, text, handlers.MAX_NEW_TOKENS)
+            base_told = answer(model, tok, told, handlers.MAX_NEW_TOKENS)
+        return base, base_told, answer(model, tok, text, handlers.MAX_NEW_TOKENS)
 
 
 def test_stream_answers_base_then_adapted(fake_generator):
     adapter = handlers.generate(fake_generator, REVIEW).adapters[0]
     steps = list(handlers.stream_answers(fake_generator, adapter, "The plot was great."))
     assert len(steps) > 2
-    assert steps[0][1] == ""  # the base model answers first
+    assert steps[0][1] == steps[0][2] == ""  # the base model answers first
     assert steps[-1] == _answers(fake_generator, adapter, "The plot was great.")
-    assert steps[-1][0] != steps[-1][1]  # the adapter changes the answer
+    assert steps[-1][0] != steps[-1][2]  # the adapter changes the answer
 
 
 @pytest.mark.parametrize(("text", "message"), [("", "empty"), ("y" * 200_000, "limit is 2,000")])
@@ -137,11 +139,11 @@ def test_stream_answers_bad_input(fake_generator, text, message):
     adapter = handlers.generate(fake_generator, REVIEW).adapters[0]
     with pytest.raises(handlers.AppError, match=message):
         list(handlers.stream_answers(fake_generator, adapter, text))
-    assert list(handlers.stream_answers(fake_generator, adapter, "ok"))[-1][1]
+    assert list(handlers.stream_answers(fake_generator, adapter, "ok"))[-1][2]
 
 
 def test_samples_of_an_untrained_generator_are_refused(fake_generator, monkeypatch):
-    monkeypatch.setattr(fake_generator, "samples_differ", False)
+    monkeypatch.setattr(type(fake_generator), "samples_differ", property(lambda self: False))
     with pytest.raises(handlers.AppError, match="ask for 1 sample"):
         handlers.generate(fake_generator, REVIEW, samples=2, temperature=1.0)
     assert handlers.generate(fake_generator, REVIEW, samples=1, temperature=1.0).adapters
@@ -183,3 +185,13 @@ def _unzip(path):
     with zipfile.ZipFile(path) as zf:
         zf.extractall(path.parent / "unzipped")
     return path.parent / "unzipped" / "hypergen-adapter"
+
+
+def test_the_confidence_gauge_shows_the_numbers_and_the_warning(fake_generator, monkeypatch):
+    adapter = handlers.generate(fake_generator, REVIEW).adapters[0]
+    html = handlers.confidence_html(adapter)
+    assert 'id="confidence-gauge"' in html and "nearest expert" in html and "Warning" not in html
+    monkeypatch.setattr(fake_generator, "threshold", 2.0)
+    far = handlers.generate(fake_generator, REVIEW).adapters[0]
+    html = handlers.confidence_html(far)
+    assert "Warning:</b> no zoo expert is close to this task" in html and "#c0392b" in html

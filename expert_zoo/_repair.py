@@ -62,6 +62,23 @@ def verify(root: Path) -> list[str]:
     return problems
 
 
+LOCK = f"{_index.MANIFEST}.lock"
+
+
+def strays(root: Path) -> list[Path]:
+    """Files in the zoo root that the manifest does not name: leftovers of crashed or
+    interrupted writers (harmless to readers; the next commit collects index files). The
+    previous generation's index is not one: each commit keeps it for readers that read the old
+    manifest a moment before."""
+    try:
+        snap = _index.read_snapshot(root)
+    except ZooError:
+        return []
+    previous = f"index-{snap.generation - 1}.faiss"
+    named = {_index.MANIFEST, LOCK, snap.index_name, previous, EXPERTS, QUARANTINE}
+    return [path for path in sorted(root.iterdir()) if path.name not in named]
+
+
 def _verify_index(root: Path, snap: _index.Snapshot) -> tuple[list[str], np.ndarray | None]:
     if snap.index_name is None:
         return (
@@ -79,7 +96,7 @@ def repair(root: Path) -> list[str]:
     """Make the zoo sound again; return what was done (empty: nothing was wrong)."""
     actions = _clean_leftovers(root)
     if not verify(root):
-        return actions
+        return actions + _delete_strays(root)
     try:
         snap = _index.read_snapshot(root)
     except ZooError as exc:
@@ -105,6 +122,7 @@ def repair(root: Path) -> list[str]:
         f"committed manifest generation {new.generation}: {len(order)} experts, "
         f"{new.num_rows} rows in {new.index_name}"
     )
+    actions += _delete_strays(root)
     for line in actions:
         logger.info("repair %s: %s", root, line)
     return actions
@@ -202,6 +220,17 @@ def restore_interrupted_replace(experts: Path, expert_id: str) -> bool:
             shutil.rmtree(old, ignore_errors=True)
             return True
     return False
+
+
+def _delete_strays(root: Path) -> list[str]:
+    done = []
+    for path in strays(root):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        done.append(f"deleted stray {path}")
+    return done
 
 
 def _clean_leftovers(root: Path) -> list[str]:

@@ -142,6 +142,7 @@ def _cmd_remove(zoo: ExpertZoo, args) -> int:
 
 def _cmd_verify(zoo: ExpertZoo, args) -> int:
     problems = zoo.verify()
+    problems += [f"stray: {p} is not named by the manifest" for p in zoo.strays()]
     for p in problems:
         print(f"problem: {p}")
     print("zoo is clean" if not problems else f"{len(problems)} problems: run `expert-zoo repair`")

@@ -325,9 +325,16 @@ class ExpertZoo:
         with self._lock:
             return _repair.verify(self.root)
 
+    def strays(self) -> list[Path]:
+        """Files in the zoo folder that its manifest does not name (see :func:`_repair.strays`);
+        :meth:`repair` deletes them."""
+        with self._lock:
+            return _repair.strays(self.root)
+
     def repair(self) -> list[str]:
         """Rebuild manifest and index from the expert folders (stored embeddings, no
-        re-encoding); move damaged folders to ``<root>/quarantine/``. Returns what it did."""
+        re-encoding); move damaged folders to ``<root>/quarantine/``; delete stray files.
+        Returns what it did."""
         with self._lock:
             return _repair.repair(self.root)
 

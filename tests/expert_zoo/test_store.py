@@ -309,3 +309,20 @@ def test_zoo_round_trip_runs_with_pickle_disabled(filled, tmp_path, monkeypatch)
     assert filled.search(emb[0], k=2) and filled.verify() == []
     copy = ExpertZoo.import_(filled.export(tmp_path / "z.safetensors"), tmp_path / "copy")
     assert [copy.load_adapter(i).base_model for i in ids(copy)] == ["tiny-llama"] * 4
+
+
+def test_stray_files_are_reported_by_the_cli_and_deleted_by_repair(filled, capsys):
+    from expert_zoo import cli
+
+    assert filled.strays() == []  # the previous generation's index is kept on purpose
+    old = filled.root / "index-1.faiss"
+    old.write_bytes(b"left by a crashed writer")
+    (filled.root / "notes.txt").write_text("not the zoo's")
+    assert [p.name for p in filled.strays()] == ["index-1.faiss", "notes.txt"]
+    assert filled.verify() == []  # readers are not harmed by them
+    assert cli.main(["--zoo", str(filled.root), "verify"]) == 1
+    assert "stray: " in capsys.readouterr().out
+    done = filled.repair()
+    assert sum(line.startswith("deleted stray") for line in done) == 2
+    assert filled.strays() == [] and not old.exists()
+    assert cli.main(["--zoo", str(filled.root), "verify"]) == 0

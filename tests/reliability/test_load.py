@@ -126,7 +126,7 @@ def _check_own_result(fake_generator, i: int, out: list) -> None:
     """The response carries request i's neighbours and, in its zip, request i's adapter."""
     description, seed = _request(i)
     want = fake_generator.generate(description, seed=seed)
-    status, table, download = out[1], out[3], out[6]
+    status, table, download = out[1], out[4], out[7]  # out[2] is the confidence gauge
     assert status.startswith("Made an adapter"), status
     assert [row[1] for row in table["data"]] == [e for e, _, _ in want.neighbors]
     adapter = LoraAdapter.from_pretrained(Path(download["path"]))

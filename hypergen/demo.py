@@ -1,6 +1,8 @@
 """``make run``: generate an adapter from a task description with the shipped generator and zoo,
-save it as a PEFT folder, check that ``PeftModel.from_pretrained`` loads it, and print the base
-model's answer to a sample input next to the adapted model's.
+save it as a PEFT folder, check that ``PeftModel.from_pretrained`` loads it, and print three
+answers to a sample input: the base model's, the base model's with the description before the
+input (what a user would do without hypergen), and the adapted model's; with the adapter's
+confidence (and its warning when no zoo expert is close).
 
 ``--fit`` runs the pre-generator demo instead: fit a small LoRA on eight examples (12 steps),
 save, reload, merge and compare.
@@ -95,6 +97,7 @@ def generate_demo(args) -> None:
         f"{info['zoo_experts']} experts and {info['encoder']} in {time.perf_counter() - t0:.1f} s"
     )
     before = answer(gen.base.model, gen.base.tokenizer, args.input)
+    told = answer(gen.base.model, gen.base.tokenizer, f"{args.description}\n\n{args.input}")
     t0 = time.perf_counter()
     adapter = gen.generate(args.description)
     print(
@@ -103,12 +106,22 @@ def generate_demo(args) -> None:
     )
     for expert_id, _, sim in adapter.neighbors:
         print(f"  {sim:.3f}  {expert_id}")
+    c = adapter.confidence
+    agree = "n/a" if c.agreement is None else f"{c.agreement:.2f}"
+    print(f"confidence: nearest expert {c.nearest:.2f}, neighbours agree {agree}")
+    if c.warning:
+        print(f"warning: {c.warning}")
     adapter.save_pretrained(args.out, overwrite=True)
     check = PeftModel.from_pretrained(load_base_model().model, str(args.out))
     n_lora = sum("lora_A" in name for name, _ in check.named_modules()) // 2
     print(f"saved {args.out}; PeftModel.from_pretrained loads it ({n_lora} LoRA layers)")
     after = answer(gen.apply(adapter), gen.base.tokenizer, args.input)
-    print(f"input:   {args.input}\nbase:    {before}\nadapted: {after}")
+    print(
+        f"input:                 {args.input}\n"
+        f"base:                  {before}\n"
+        f"base, told the task:   {told}\n"
+        f"adapted (bare input):  {after}"
+    )
 
 
 def fit_demo(args) -> None:

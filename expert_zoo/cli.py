@@ -170,14 +170,45 @@ def _cmd_stats(zoo: ExpertZoo, args) -> int:
         f"experts: {len(records)} in {len({r.family for r in records})} families, "
         f"{sum(r.flagged for r in records)} flagged (no gain over the base model)"
     )
-    print(
-        f"eval gain over base: median {statistics.median(gains):+.3f}, "
-        f"min {gains[0]:+.3f}, max {gains[-1]:+.3f}, "
-        f"quartiles {[round(q, 3) for q in statistics.quantiles(gains, n=4)] if len(gains) > 1 else gains}"
-    )
-    print(f"training seconds per expert: median {statistics.median(secs):.0f}")
+    if gains:
+        print(
+            f"eval gain over base: median {statistics.median(gains):+.3f}, "
+            f"min {gains[0]:+.3f}, max {gains[-1]:+.3f}, "
+            f"quartiles {[round(q, 3) for q in statistics.quantiles(gains, n=4)] if len(gains) > 1 else gains}"
+        )
+    if secs:
+        print(f"training seconds per expert: median {statistics.median(secs):.0f}")
     print(f"size on disk: {size / 1e6:.1f} MB")
+    if args.by_source:
+        print()
+        print("\n".join(source_table(records)))
     return 0
+
+
+def source_table(records) -> list[str]:
+    """A Markdown table of the zoo per task source: experts, families, not flagged, median
+    gain, licence."""
+    import statistics
+
+    from expert_zoo.tasks.packaged import SOURCES
+
+    licences = {s.package: s.licence for s in SOURCES}
+    licences["bigbench"] = "BIG-bench: Apache-2.0 (bigbench 1.0.0 sdist)"
+    rows = ["| source | experts | families | beat the base | median gain | licence |"]
+    rows.append("|---|---:|---:|---:|---:|---|")
+    by_source: dict[str, list] = {}
+    for r in records:
+        by_source.setdefault(r.task_id.split(":", 1)[0], []).append(r)
+    for source in sorted(by_source):
+        group = by_source[source]
+        gains = [r.metrics["gain"] for r in group if "gain" in r.metrics]
+        rows.append(
+            f"| {source} | {len(group)} | {len({r.family for r in group})} | "
+            f"{sum(not r.flagged for r in group)} | "
+            f"{f'{statistics.median(gains):+.3f}' if gains else 'n/a'} | "
+            f"{licences.get(source, 'see the task file')} |"
+        )
+    return rows
 
 
 def _cmd_export(zoo: ExpertZoo, args) -> int:
@@ -278,7 +309,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     sub.add_parser("verify", help="check every file and the index; exit 1 on problems")
     sub.add_parser("repair", help="rebuild the manifest and index from the expert folders")
-    sub.add_parser("stats", help="size, families, eval gains and training time of the zoo")
+    p = sub.add_parser("stats", help="size, families, eval gains and training time of the zoo")
+    p.add_argument(
+        "--by-source",
+        action="store_true",
+        help="also a Markdown table per task source (experts, families, gains, licence)",
+    )
     p = sub.add_parser("export", help="write the whole zoo to one safetensors file")
     p.add_argument("out", type=Path)
     return top

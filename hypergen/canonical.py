@@ -12,8 +12,9 @@ positive. Two reparametrised copies of one update get the same canonical tensors
 singular values are distinct, which holds for trained adapters). The SVD is done in float64 on
 the r×r core: QR(B) = Q_b R_b, QR(Aᵀ) = Q_a R_a, SVD(R_b R_aᵀ) = U₀ S V₀ᵀ, U = Q_b U₀, V = Q_a V₀.
 
-The alternative in DESIGN.md, training every expert from one shared frozen A, constrains expert
-training; the SVD form works on any adapter, including ones users bring.
+The alternative (docs/design.md, "The canonical form of a LoRA"), training every expert from one
+shared frozen A, constrains expert training; the SVD form works on any adapter, including ones
+users bring.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ class LoraLayout:
     paths: dict[str, str]
     """``module -> path template`` in the base model, e.g. ``model.layers.{layer}.self_attn.q_proj``."""
     rank: int = 8
-    """LoRA rank r (DESIGN.md: r=8 on q_proj, v_proj is 460,800 parameters on SmolLM2-135M)."""
+    """LoRA rank r (docs/design.md, "The pipeline": r=8 on q_proj, v_proj is 460,800 parameters
+    on SmolLM2-135M)."""
     alpha: float = 16.0
     """LoRA alpha; the update is scaled by alpha / rank."""
     modules: tuple[str, ...] = field(init=False)

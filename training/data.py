@@ -3,9 +3,9 @@ neighbours retrieved leave-one-out.
 
 While an expert is the target, it never retrieves itself (or the model learns to copy its
 input). With ``exclude_same_family`` (the default) it does not retrieve its family's siblings
-either, which mimics the held-out split of DESIGN.md where a whole family is unseen. Validation
-experts are never retrieved by anyone (the zoo a validation task sees is the training zoo), so
-validation measures generation for tasks that are not in the zoo.
+either, which mimics the held-out split (docs/design.md, "The held-out rule"), where a whole
+family is unseen. Validation experts are never retrieved by anyone (the zoo a validation task
+sees is the training zoo), so validation measures generation for tasks that are not in the zoo.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class Task:
 
 
 def is_held_out(family: str) -> bool:
-    """Whether a task family is held out of the zoo (fixed rule, never tuned; see DESIGN.md)."""
+    """Whether a task family is held out of the zoo (fixed rule, never tuned; see docs/design.md,
+    "The held-out rule")."""
     return int(hashlib.sha256(family.encode()).hexdigest()[:8], 16) % 5 == 0
 
 

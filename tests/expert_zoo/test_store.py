@@ -326,3 +326,12 @@ def test_stray_files_are_reported_by_the_cli_and_deleted_by_repair(filled, capsy
     assert sum(line.startswith("deleted stray") for line in done) == 2
     assert filled.strays() == [] and not old.exists()
     assert cli.main(["--zoo", str(filled.root), "verify"]) == 0
+
+
+def test_stats_by_source_counts_each_source(filled, capsys):
+    from expert_zoo import cli
+
+    assert cli.main(["--zoo", str(filled.root), "stats", "--by-source"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| synthetic ")]
+    assert len(rows) == 1 and f"| synthetic | {len(filled)} |" in rows[0]

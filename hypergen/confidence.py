@@ -13,7 +13,8 @@ from the LoRA factors without forming ΔW: ``<B1 A1, B2 A2>_F = sum((B1ᵀ B2) �
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,19 +31,38 @@ WARNING = (
 
 @dataclass(frozen=True)
 class Confidence:
-    """What an adapter's confidence rests on (all cosines, in [-1, 1])."""
+    """What an adapter's confidence rests on (all cosines, in [-1, 1]).
+
+    ``agreement`` and ``sample_spread`` are computed when first read (a few ms of matmuls
+    that ``generate()`` callers who never look at them do not pay)."""
 
     nearest: float
     """Similarity of the description to the nearest zoo expert."""
     weighted: float
     """The neighbours' similarities averaged with the generator's merge weights."""
-    agreement: float | None
-    """Mean pairwise ΔW cosine of the neighbours (1: they are the same update)."""
-    sample_spread: float | None
-    """Mean ΔW distance of the samples from their mean, relative to its norm (None: one
-    sample, or samples that cannot differ)."""
     threshold: float | None
     """The calibrated nearest similarity below which the adapter did not help (None: none)."""
+    layout: LoraLayout | None = field(default=None, repr=False, compare=False)
+    bank: object | None = field(default=None, repr=False, compare=False)
+    neighbours: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """The neighbours' indices in ``bank`` (``agreement`` reads their weights when asked)."""
+    samples: dict | None = field(default=None, repr=False, compare=False)
+    """The samples' stacked weights when they can differ (``sample_spread``)."""
+
+    @cached_property
+    def agreement(self) -> float | None:
+        """Mean pairwise ΔW cosine of the neighbours (1: they are the same update)."""
+        if self.neighbours is None or self.layout is None or self.bank is None:
+            return None
+        return agreement(self.layout, self.bank.gather(self.neighbours))
+
+    @cached_property
+    def sample_spread(self) -> float | None:
+        """Mean ΔW distance of the samples from their mean, relative to its norm (None: one
+        sample, or samples that cannot differ)."""
+        if self.samples is None or self.layout is None:
+            return None
+        return sample_spread(self.layout, self.samples)
 
     @property
     def low(self) -> bool:
@@ -63,7 +83,14 @@ class Confidence:
         return float(min(1.0, max(0.0, 0.5 * self.nearest / t if t > 0 else self.nearest)))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "low": self.low}
+        return {
+            "nearest": self.nearest,
+            "weighted": self.weighted,
+            "agreement": self.agreement,
+            "sample_spread": self.sample_spread,
+            "threshold": self.threshold,
+            "low": self.low,
+        }
 
 
 def load_threshold(path: Path = CALIBRATION) -> float | None:
@@ -78,14 +105,29 @@ def gram(
     layout: LoraLayout, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """``(n, m)`` Frobenius inner products of the ΔW of ``n`` updates with those of ``m``,
-    summed over layers and modules. ``a``/``b``: ``{"q.A": (n, L, r, in), "q.B": (n, L, out, r)}``."""
+    summed over layers and modules. ``a``/``b``: ``{"q.A": (n, L, r, in), "q.B": (n, L, out, r)}``.
+
+    Per layer, two batched matmuls of the stacked factors give every pair's ``Bᵢᵀ Bⱼ`` and
+    ``Aᵢ Aⱼᵀ`` at once."""
     total = None
     for m in layout.modules:
-        bb = torch.einsum("nlor,mlos->nmlrs", a[f"{m}.B"].float(), b[f"{m}.B"].float())
-        aa = torch.einsum("nlri,mlsi->nmlrs", a[f"{m}.A"].float(), b[f"{m}.A"].float())
-        part = (bb * aa).sum((-1, -2, -3))
+        ba, bb = _stack_b(a[f"{m}.B"]), _stack_b(b[f"{m}.B"])  # (L, out, n·r), (L, out, m·r)
+        aa, ab = _stack_a(a[f"{m}.A"]), _stack_a(b[f"{m}.A"])  # (L, n·r, in), (L, m·r, in)
+        n, k, r = a[f"{m}.B"].shape[0], b[f"{m}.B"].shape[0], a[f"{m}.B"].shape[-1]
+        prod = (ba.transpose(1, 2) @ bb) * (aa @ ab.transpose(1, 2))  # (L, n·r, m·r)
+        part = prod.reshape(-1, n, r, k, r).sum((0, 2, 4))
         total = part if total is None else total + part
     return total.double() * layout.scaling**2
+
+
+def _stack_b(b: torch.Tensor) -> torch.Tensor:
+    n, layers, out, r = b.shape
+    return b.float().permute(1, 2, 0, 3).reshape(layers, out, n * r)
+
+
+def _stack_a(a: torch.Tensor) -> torch.Tensor:
+    n, layers, r, width = a.shape
+    return a.float().permute(1, 0, 2, 3).reshape(layers, n * r, width)
 
 
 def agreement(layout: LoraLayout, weights: dict[str, torch.Tensor]) -> float | None:

@@ -18,7 +18,7 @@ from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, swap_adapter
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel, load_base_model
-from hypergen.confidence import Confidence, agreement, load_threshold, sample_spread
+from hypergen.confidence import Confidence, load_threshold
 from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.encoder import TaskEncoder, check_description
 from hypergen.errors import DescriptionError
@@ -190,15 +190,17 @@ class HyperGen:
     def _confidence(self, bank, cond, weights, i: int) -> Confidence:
         sims = cond["sims"][i].float()
         w = torch.softmax(sims / self.cvae.config.tau, dim=-1)
-        neighbours = bank.gather(cond["neighbours"][i])
         samples = {k: v[i] for k, v in weights.items()}
-        spread = sample_spread(bank.layout, samples) if self.samples_differ else None
         return Confidence(
             nearest=float(sims.max()),
             weighted=float((w * sims).sum()),
-            agreement=agreement(bank.layout, neighbours),
-            sample_spread=spread,
             threshold=self.threshold,
+            layout=bank.layout,
+            bank=bank,
+            neighbours=cond["neighbours"][i],
+            samples=samples
+            if self.samples_differ and samples[next(iter(samples))].shape[0] > 1
+            else None,
         )
 
     def _wrap(
@@ -215,8 +217,13 @@ class HyperGen:
             "temperature": temperature,
             "generator": self.cvae.config.zoo,
         }
-        if confidence is not None:
-            meta["confidence"] = confidence.to_dict()
+        if confidence is not None:  # the cheap part; the agreement is computed when read
+            meta["confidence"] = {
+                "nearest": confidence.nearest,
+                "weighted": confidence.weighted,
+                "threshold": confidence.threshold,
+                "low": confidence.low,
+            }
         adapter = LoraAdapter(self.cvae.config.lora_layout, tensors, bank.base_model, meta)
         return GeneratedAdapter(adapter, text, neighbors, s, confidence)
 

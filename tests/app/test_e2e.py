@@ -7,7 +7,6 @@ they are missing. Set ``HYPERGEN_SCREENSHOT=docs/app-screenshot.png`` to keep th
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ import torch
 from peft import PeftModel
 
 from app import create_app
+from app.screenshot import FLAGS as CHROMIUM_FLAGS
+from app.screenshot import save_page
 from expert_zoo.train import ExpertTrainConfig
 from hypergen import HyperGen
 from hypergen.encoder import TaskEncoder
@@ -33,18 +34,7 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-]
+FLAGS = CHROMIUM_FLAGS  # the same headless flags as the README screenshot
 WAIT_S = 120.0
 DESCRIPTION = "Decide whether a restaurant review is positive or negative"
 
@@ -162,14 +152,7 @@ def _bad_generate(driver, value: str, needle: str) -> None:
 
 
 def _screenshot(driver, path: Path) -> None:
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    save_page(driver, path)
 
 
 def test_generate_download_try_and_bad_input(server, browser, tmp_path):

@@ -43,6 +43,13 @@ GEN_DESCRIPTION = "Read a hotel review and say whether it is positive or negativ
 GEN_INPUT = (
     "Review: The room was dirty and the staff were rude. Is this review positive or negative?"
 )
+HELD_OUT_DESCRIPTION = "Say whether a French book review from Amazon.fr is positive or negative"
+"""The held-out benchmark task where the shipped system helped most (results/calibration:
+accuracy 0.41 with the description in the prompt, 0.54 with the adapter; greedy answers in the
+right label 0.00 and 0.40). No expert of its family is in the zoo."""
+HELD_OUT_INPUT = (
+    "Un roman ennuyeux : les personnages sont plats et la fin est bâclée. Je ne le recommande pas."
+)
 
 
 def fit_lora(model, tokenizer, pairs, steps: int, lr: float = 2e-3, seed: int = 0):
@@ -73,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/demo-adapter"), help="adapter folder")
     parser.add_argument("--description", default=GEN_DESCRIPTION, help="the task, in words")
     parser.add_argument("--input", default=GEN_INPUT, help="a sample input of that task")
+    parser.add_argument(
+        "--only-one",
+        action="store_true",
+        help="skip the second example (a held-out benchmark task, French book reviews)",
+    )
     parser.add_argument("--fit", action="store_true", help="run the LoRA-fitting demo instead")
     parser.add_argument("--steps", type=int, default=12, help="LoRA steps of the --fit demo")
     args = parser.parse_args(argv)
@@ -81,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         fit_demo(args)
     else:
         generate_demo(args)
+        if not args.only_one and args.description == GEN_DESCRIPTION:
+            print("\nand a task no zoo expert was trained on (held out by the benchmark):")
+            args.description, args.input = HELD_OUT_DESCRIPTION, HELD_OUT_INPUT
+            args.out = args.out.with_name(args.out.name + "-held-out")
+            generate_demo(args)
 
 
 def generate_demo(args) -> None:

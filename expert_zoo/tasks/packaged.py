@@ -29,6 +29,7 @@ import html
 import io
 import json
 import logging
+import random
 import re
 import tarfile
 import zipfile
@@ -302,8 +303,7 @@ def _syllables(archive: Path) -> list[Example]:
         if "(" in word or not word.isalpha() or not phones:
             continue
         out.append(Example(word, str(sum(p[-1].isdigit() for p in phones))))
-    rng = __import__("random").Random(0)  # an even sample of the 126k words, fixed
-    return rng.sample(out, min(len(out), 3000))
+    return random.Random(0).sample(out, min(len(out), 3000))  # a fixed sample of 126k words
 
 
 def _name_gender(archive: Path) -> list[Example]:

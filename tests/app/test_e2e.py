@@ -128,7 +128,7 @@ def _set_text(driver, css: str, value: str) -> None:
 
 def _generate(driver, description: str) -> float:
     """Type ``description``, click Generate; seconds until the download link appears."""
-    old = {a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#download a")}
+    old = {_download_href(driver)}
     box = driver.find_element(By.CSS_SELECTOR, "#description textarea")
     box.clear()
     box.send_keys(description)
@@ -141,8 +141,15 @@ def _generate(driver, description: str) -> float:
 
 
 def _download_href(driver) -> str | None:
-    links = driver.find_elements(By.CSS_SELECTOR, "#download a[href]")
-    return links[0].get_attribute("href") if links else None
+    """The download link's target, or None while there is none (or the page is re-rendering
+    it: the element found a moment ago can be gone, and the wait asks again)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        links = driver.find_elements(By.CSS_SELECTOR, "#download a[href]")
+        return links[0].get_attribute("href") if links else None
+    except StaleElementReferenceException:
+        return None
 
 
 def _bad_generate(driver, value: str, needle: str) -> None:

@@ -26,7 +26,7 @@ from transformers import TextIteratorStreamer
 from app import plots
 from hypergen.errors import HypergenError
 from hypergen.generator import GeneratedAdapter
-from hypergen.prompting import build_prompt
+from hypergen.prompting import build_prompt, told_the_task
 
 logger = logging.getLogger(__name__)
 
@@ -219,12 +219,6 @@ def model_lock(generator) -> threading.Lock:
         return _LOCKS[generator]
 
 
-def with_description(description: str, text: str) -> str:
-    """The input as a user without hypergen would send it: the task described, then the input
-    (the same framing as the benchmark's base+description)."""
-    return f"{description}\n\n{text}"
-
-
 def stream_answers(
     generator,
     adapter: GeneratedAdapter,
@@ -267,7 +261,7 @@ def _answer_all(generator, adapter, text, streams, errors, max_new_tokens) -> No
         with model_lock(generator):
             model = generator.apply(adapter)
             tokenizer = generator.base.tokenizer
-            told = with_description(adapter.description, text)
+            told = told_the_task(adapter.description, text)
             with model.disable_adapter():
                 _generate(model, tokenizer, text, streams[0], max_new_tokens)
                 _generate(model, tokenizer, told, streams[1], max_new_tokens)

@@ -23,7 +23,7 @@ from hypergen.apply import apply_adapter, merge_into_base
 from hypergen.base_model import load_base_model
 from hypergen.encoder import TaskEncoder
 from hypergen.layout import LoraLayout
-from hypergen.prompting import answer, make_batch
+from hypergen.prompting import answer, make_batch, told_the_task
 
 logger = logging.getLogger("hypergen.demo")
 
@@ -114,7 +114,7 @@ def generate_demo(args) -> None:
         f"{info['zoo_experts']} experts and {info['encoder']} in {time.perf_counter() - t0:.1f} s"
     )
     before = answer(gen.base.model, gen.base.tokenizer, args.input)
-    told = answer(gen.base.model, gen.base.tokenizer, f"{args.description}\n\n{args.input}")
+    told = answer(gen.base.model, gen.base.tokenizer, told_the_task(args.description, args.input))
     t0 = time.perf_counter()
     adapter = gen.generate(args.description)
     print(

@@ -15,6 +15,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 IGNORE_INDEX = -100
 
 
+def told_the_task(description: str, text: str) -> str:
+    """The input as a user without hypergen would send it: the task described, a blank line,
+    then the input (the benchmark's base+description, the app's and ``make run``'s second
+    answer)."""
+    return f"{description}\n\n{text}"
+
+
 def build_prompt(tokenizer: PreTrainedTokenizerBase, text: str, system: str | None = None) -> str:
     """The chat-formatted prompt for ``text``, ending where the assistant's answer starts."""
     messages = [{"role": "system", "content": system}] if system else []

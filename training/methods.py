@@ -21,6 +21,7 @@ from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.generator import HyperGen
+from hypergen.prompting import told_the_task
 from training import report
 from training.baselines import (
     AdapterSlot,
@@ -170,7 +171,7 @@ def run_base(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 def with_description(examples: list[Example], description: str) -> list[Example]:
     """The examples with ``description`` and a blank line before each input."""
-    return [replace(e, input=f"{description}\n\n{e.input}") for e in examples]
+    return [replace(e, input=told_the_task(description, e.input)) for e in examples]
 
 
 def run_base_description(h: Harness, task: Task, examples: list[Example]) -> dict:
@@ -250,13 +251,7 @@ def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 
 def run_hypergen(h: Harness, task: Task, examples: list[Example]) -> dict:
-    made = h.require_generator().generate(list(h.descriptions(task)))
-
-    def variant(i, text):
-        info = {"neighbors": [n[0] for n in made[i].neighbors]}
-        return h.slot.use(made[i].adapter), examples, info
-
-    return _over_descriptions(h, task, variant)
+    return _over_descriptions(h, task, _generated(h, h.descriptions(task), False)(examples))
 
 
 def _generated(h: Harness, texts, with_text: bool) -> Callable[[int, str], tuple]:

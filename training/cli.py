@@ -8,17 +8,22 @@ Examples::
     hypergen-train --zoo expert_zoo/zoo --out gen-e2e --warm-start gen --epochs 0 --sft-steps 200
     hypergen-train --zoo expert_zoo/zoo --out gen-ls --epochs 0 --k 8 --layer-scales \
         --sft-train layer-scales --sft-steps 60 --sft-rows 8 --sft-lr 2e-2   # the shipped kind
+    hypergen-train --config training/recipes/generator-v2.toml   # a recipe file; rerun: resumes
 
 The generator is written with ``LoraCVAE.save_pretrained`` (``config.json`` + ``model.safetensors``)
-holding the weights with the best validation ``val_objective_prior`` (the last ones when there is no
-validation split). Logs (CSV, and TensorBoard when installed) and Lightning's resumable
-checkpoints go to ``--logs`` (default ``<out>-logs``); those ``.ckpt`` files are Lightning's own
-(pickle) format, for resuming only; hypergen never loads them.
+holding the weights with the best validation loss (``val_objective_prior`` of the reconstruction
+epochs, then the end-to-end stage's ``val_loss``; the last ones when there is no validation split).
+The reconstruction epochs log to ``--logs`` (default ``<out>-logs``: CSV, TensorBoard when
+installed, and Lightning's own pickle ``.ckpt`` files, which hypergen never loads). The end-to-end
+stage (:mod:`training.e2e`) keeps its state in ``--state`` (default ``<logs>/e2e-state``:
+safetensors and JSON, no pickle) and continues from it when the same command runs again, or with
+``--resume DIR``; a larger ``--sft-steps`` extends a finished run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import logging
 import sys
@@ -36,15 +41,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
+from training import e2e
 from training.data import GeneratorDataModule, load_bank
+from training.e2e import TRAINABLE, E2EConfig, EndToEnd, check_trainable, zoo_tasks
 from training.module import GeneratorModule, new_model
-from training.sft import (
-    TRAINABLE,
-    SFTModule,
-    check_trainable,
-    first_description_loader,
-    zoo_tasks,
-)
 
 logger = logging.getLogger("hypergen.train")
 _ARCH_HELP = {
@@ -69,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
-    add("--zoo", required=True, help="zoo folder or zoo export file (.safetensors)")
-    add("--out", required=True, type=Path, help="folder to write the generator to")
+    add(
+        "--config",
+        type=Path,
+        help="TOML recipe: keys are these options' names (zoo = ..., sft_steps = 2000, ...); "
+        "options given on the command line override it",
+    )
+    add("--zoo", help="zoo folder or zoo export file (.safetensors); required")
+    add("--out", type=Path, help="folder to write the generator to; required")
     add("--overwrite", action="store_true", help="replace an existing --out folder")
     add(
         "--save-dtype",
@@ -126,21 +132,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sft = p.add_argument_group(
         "end-to-end stage (after the reconstruction epochs: the generator's adapters are trained "
-        "through the frozen base model on the zoo's own tasks, as in Text-to-LoRA's SFT)"
+        "through the frozen base model on the zoo's own tasks, as in Text-to-LoRA's SFT; "
+        "resumable, see --state)"
     ).add_argument
-    sft("--sft-steps", type=int, default=0, help="steps of the stage; 0: skip it (default)")
-    sft("--sft-rows", type=int, default=4, help="description rows per step (default: %(default)s)")
+    d = E2EConfig()
+    sft(
+        "--sft-steps", type=int, default=0, help="steps of the stage in total; 0: skip it (default)"
+    )
+    sft(
+        "--sft-rows",
+        type=int,
+        default=d.tasks_per_step,
+        help="tasks (one description each) per step (default: %(default)s)",
+    )
     sft(
         "--sft-examples",
         type=int,
-        default=4,
-        help="task examples run with each row's adapter (default: %(default)s)",
+        default=d.examples_per_task,
+        help="training examples per task and step (default: %(default)s)",
     )
-    sft("--sft-lr", type=float, default=1e-4, help="AdamW learning rate (default: %(default)s)")
+    sft("--sft-lr", type=float, default=d.lr, help="AdamW learning rate (default: %(default)s)")
+    sft(
+        "--sft-warmup",
+        type=int,
+        default=d.warmup_steps,
+        help="steps of linear lr warm-up, constant after (default: %(default)s)",
+    )
+    sft(
+        "--sft-label-smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="(default: %(default)s)",
+    )
+    sft(
+        "--sft-anchor-weight",
+        type=float,
+        default=d.anchor_weight,
+        help="weight of the L2 penalty on the decoder's residual from the merge (default: %(default)s)",
+    )
+    sft(
+        "--sft-kl-weight",
+        type=float,
+        default=d.kl_weight,
+        help="> 0: train on adapters sampled from p(z|c), plus this times KL(p(z|c) || N(0,I)), "
+        "so that samples differ (default: %(default)s: the prior mean)",
+    )
     sft(
         "--sft-train",
         choices=TRAINABLE,
-        default="all",
+        default=d.trainable,
         help="what the stage trains: all the generator's parameters; only the gates that "
         "rescale the neighbours' merge per layer and module as the condition says; or only the "
         "per-layer ΔW factors of --layer-scales, the same for every task (default: %(default)s)",
@@ -148,8 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
     sft(
         "--sft-val-every",
         type=int,
-        default=50,
+        default=d.val_every,
         help="steps between validations on the validation experts' tasks (default: %(default)s)",
+    )
+    sft(
+        "--sft-val-examples",
+        type=int,
+        default=d.val_examples,
+        help="eval examples per validation task (default: %(default)s)",
+    )
+    sft(
+        "--state",
+        type=Path,
+        help="folder of the stage's resumable state (default: <logs>/e2e-state); a run finding a "
+        "checkpoint there made with the same settings continues from it",
+    )
+    sft(
+        "--resume",
+        type=Path,
+        help="continue the run whose state is in this folder (it must hold one)",
+    )
+    sft(
+        "--save-every",
+        type=float,
+        default=d.save_every_s,
+        help="seconds between state saves (default: %(default)s)",
+    )
+    sft(
+        "--base-dtype",
+        choices=sorted(e2e.DTYPES),
+        default=d.base_dtype,
+        help="precision of the frozen base model in the stage (default: %(default)s)",
     )
     sft(
         "--base-model",
@@ -261,8 +330,54 @@ def _record(
     }
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line over the ``--config`` recipe's values (see :func:`read_recipe`)."""
+    parser = build_parser()
+    first = parser.parse_args(argv)
+    if first.config is not None:
+        parser.set_defaults(**read_recipe(first.config, parser))
+        first = parser.parse_args(argv)
+    if first.resume is not None:
+        if not (first.resume / "checkpoint" / "state.json").is_file():
+            parser.error(f"--resume {first.resume}: no end-to-end state there")
+        if first.state is not None and first.state != first.resume:
+            parser.error("--resume and --state name different folders")
+        first.state = first.resume
+    missing = [f"--{n}" for n in ("zoo", "out") if getattr(first, n) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return first
+
+
+def read_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
+    """``{option dest: value}`` of a TOML recipe (top-level keys, ``-`` or ``_``); an unknown
+    key or a value of the wrong type is an error naming it."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    values = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            parser.error(f"--config {path}: unknown option {key!r}")
+        if action.type is not None and not isinstance(value, bool):
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError) as exc:
+                parser.error(f"--config {path}: {key} = {value!r}: {exc}")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"--config {path}: {key} must be one of {list(action.choices)}")
+        values[dest] = value
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.out.exists() and not args.overwrite:
         raise SystemExit(
@@ -306,12 +421,8 @@ def train(args: argparse.Namespace) -> int:
         sft_data = GeneratorDataModule(
             bank, k, args.sft_rows, args.val_fraction, args.seed, args.exclude_same_family
         )
-        stage_start = time.perf_counter()
-        sft, trainer = _sft_stage(args, bank, sft_data, model, logs)
-        if not trainer.is_global_zero:
-            return 0
-        record["sft"] = _sft_record(sft, trainer, args, time.perf_counter() - stage_start)
-        lines.append(_sft_summary(sft, record["sft"]))
+        record["sft"] = _sft_stage(args, bank, sft_data, model, logs)
+        lines.append(e2e.summary(record["sft"]))
     config = model.config
     config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
     if warm is not None:  # keep the history: what the starting generator had recorded
@@ -355,98 +466,67 @@ def _recon_summary(module: GeneratorModule, record: dict) -> str:
     )
 
 
-def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path):
-    """Fine-tune ``model`` through the base model (:mod:`training.sft`); it ends holding the
-    weights with the best ``val_sft_loss`` (the stage's starting point included)."""
-    tasks, recipe = zoo_tasks(args.zoo, bank)
-    base = load_base_model(args.base_model)
-    module = SFTModule(
-        model,
-        bank,
-        base,
-        tasks,
-        examples_per_row=args.sft_examples,
-        max_length=recipe.max_length,
+def sft_config(args) -> E2EConfig:
+    """The end-to-end recipe of the command line."""
+    return E2EConfig(
+        steps=args.sft_steps,
+        tasks_per_step=args.sft_rows,
+        examples_per_task=args.sft_examples,
         lr=args.sft_lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
+        warmup_steps=args.sft_warmup,
+        weight_decay=args.weight_decay if args.sft_train == "all" else 0.0,
+        label_smoothing=args.sft_label_smoothing,
+        anchor_weight=args.sft_anchor_weight,
+        kl_weight=args.sft_kl_weight,
         trainable=args.sft_train,
-    )
-    val = first_description_loader(data, args.sft_rows)
-    trainer = L.Trainer(
-        max_steps=args.sft_steps,
-        **_hardware(args),
-        logger=CSVLogger(str(logs), name="csv-sft"),
-        enable_checkpointing=False,
-        gradient_clip_val=1.0,
-        log_every_n_steps=1,
-        check_val_every_n_epoch=None,
-        val_check_interval=min(args.sft_val_every, args.sft_steps),
-        limit_val_batches=None if val else 0,
-        num_sanity_val_steps=0,
-        enable_progress_bar=not args.quiet,
-        enable_model_summary=False,
-    )
-    if val:  # the starting point is a candidate too
-        module.initial_metrics = trainer.validate(module, dataloaders=val, verbose=False)[0]
-        module.best_score = module.initial_metrics["val_sft_loss"]
-    try:
-        trainer.fit(module, train_dataloaders=data.train_dataloader(), val_dataloaders=val or None)
-    except Exception:
-        _rescue(module, model, logs / SFT_RESCUE)
-        raise
-    if module.best_state is not None:
-        model.load_state_dict(module.best_state)
-    return module, trainer
-
-
-SFT_RESCUE = "sft-best-before-error"
-"""Folder under ``--logs`` where a failed end-to-end stage leaves its best generator so far."""
-
-
-def _rescue(module: SFTModule, model: LoraCVAE, folder: Path) -> None:
-    """Save the best validated weights of a stage that is failing (a logger or hardware error
-    after hours of steps) before the error propagates; nothing is saved when no step beat the
-    starting point, which the caller still has."""
-    if module.best_state is None:
-        return
-    model.load_state_dict(module.best_state)
-    model.config.extra = {**model.config.extra, "sft_failed": True}
-    model.config.extra["best_val_sft_loss"] = module.best_score
-    model.save_pretrained(folder, overwrite=True)
-    logger.error(
-        "the end-to-end stage failed; its best generator (val_sft_loss %.4f) is in %s",
-        module.best_score,
-        folder,
+        val_every=args.sft_val_every,
+        val_examples=args.sft_val_examples,
+        save_every_s=args.save_every,
+        base_dtype=args.base_dtype,
+        seed=args.seed,
     )
 
 
-def _sft_record(module: SFTModule, trainer: L.Trainer, args, seconds: float) -> dict:
-    metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items()}
-    initial = module.initial_metrics
-    return {
-        "steps": trainer.global_step,
-        "seconds": round(seconds, 1),
-        "rows_per_step": args.sft_rows,
-        "examples_per_row": args.sft_examples,
-        "lr": args.sft_lr,
-        "trained": args.sft_train,
-        "initial_metrics": {k: round(float(v), 6) for k, v in initial.items()},
-        "best_val_sft_loss": None if not initial else round(module.best_score, 6),
-        "improved": module.best_state is not None,
-        "last_metrics": metrics,
+UNKEYED = ("steps", "val_every", "save_every_s")
+"""Recipe fields a resumed run may change (extend the run, validate or save more often)."""
+
+
+def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path) -> dict:
+    """Train ``model`` end to end (:mod:`training.e2e`), resuming from ``--state`` when it holds
+    this run; ``model`` ends holding the best validated weights. Returns the stage's record."""
+    tasks, recipe = zoo_tasks(args.zoo, bank)
+    config = sft_config(args)
+    config.max_length = recipe.max_length
+    state = args.state or logs / "e2e-state"
+    start = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        start.update(name.encode() + value.detach().cpu().float().numpy().tobytes())
+    recipe_key = {k: v for k, v in vars(config).items() if k not in UNKEYED}
+    settings = {
+        "recipe": recipe_key,
+        "start_sha256": start.hexdigest(),
+        "zoo_experts_sha256": hashlib.sha256("\n".join(bank.expert_ids).encode()).hexdigest(),
+        "val_experts": data.val_experts.tolist(),
+        "k": model.config.k,
+        "exclude_same_family": args.exclude_same_family,
+        "base_model": args.base_model or "default",
     }
-
-
-def _sft_summary(module: SFTModule, record: dict) -> str:
-    start = record["initial_metrics"]
-    if not start:
-        return f"end-to-end stage: {record['steps']} steps (no validation experts)"
-    return (
-        f"end-to-end stage: val_sft_loss {start['val_sft_loss']:.4f} -> "
-        f"{module.best_score:.4f} (neighbours' merge {start['val_sft_loss_merge']:.4f}, "
-        f"no adapter {start['val_sft_loss_base']:.4f})"
-    )
+    base = load_base_model(args.base_model)
+    if args.accelerator not in ("auto", "cpu") and torch.cuda.is_available():
+        base.model.to("cuda")
+    stage = EndToEnd(model, bank, base, tasks, data, config)
+    begun = time.perf_counter()
+    try:
+        record = e2e.train_e2e(stage, state, settings, progress=not args.quiet)
+    finally:
+        stage.close()
+    model.cpu()
+    return {
+        **record,
+        "recipe": vars(config),
+        "state": str(state),
+        "seconds_this_run": round(time.perf_counter() - begun, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from hypergen.cvae import CVAEConfig
 from training.data import GeneratorDataModule, load_bank
+from training.e2e import E2EConfig, EndToEnd, zoo_tasks
 from training.module import new_model
-from training.sft import SFTModule, first_description_loader, zoo_tasks
 
 
 def merge_scale_losses(
@@ -41,21 +39,23 @@ def merge_scale_losses(
     data.setup()
     model = new_model(bank, data.train_experts, k=k, tau=tau)
     tasks, recipe = zoo_tasks(zoo, bank)
-    module = SFTModule(
-        model, bank, load_base_model(base_model), tasks, examples, recipe.max_length, seed=seed
+    config = E2EConfig(
+        val_examples=examples, max_length=recipe.max_length, base_dtype="float32", seed=seed
     )
-    sums, count = dict.fromkeys(scales, 0.0), 0
-    with torch.no_grad():
-        for batch in first_description_loader(data, 4):
-            picked, rows = module.examples(batch["expert"], train=False)
-            merge = module.merges(module.condition(batch))
-            for s in scales:
-                scaled = {n: v * s if n.endswith(".B") else v for n, v in merge.items()}
-                sums[s] += module.lm_loss(scaled, picked, rows).item() * len(rows)
-            count += len(rows)
-    if not count:
-        raise SystemExit("no validation experts: raise --val-fraction")
-    return {s: total / count for s, total in sums.items()}, count
+    stage = EndToEnd(model, bank, load_base_model(base_model), tasks, data, config)
+    try:
+        rows = stage.val_rows()
+        if not rows:
+            raise SystemExit("no validation experts: raise --val-fraction")
+        picked, owner = stage._val_examples(rows)
+        merge = stage.merges(stage.batch(rows))
+        sums = {}
+        for s in scales:
+            scaled = {n: v * s if n.endswith(".B") else v for n, v in merge.items()}
+            sums[s] = stage._val_loss(scaled, picked, owner)
+    finally:
+        stage.close()
+    return sums, len(picked)
 
 
 def main(argv: list[str] | None = None) -> int:

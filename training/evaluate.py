@@ -13,8 +13,8 @@ Methods (``--methods``, default all, in this order):
   base                       zero-shot, the task's inputs as they come
   base+description           the task description prepended to every input (in the user turn,
                              a blank line between them): what a user would try first
-  base+user-description      the same with each user-written description in turn (mean; run
-                             only when named in --methods)
+  base+user-description      the same with the user-written descriptions, the eval examples
+                             dealt round-robin among them (run only when named in --methods)
   in-context                 the description and 3 training examples (input, answer) before
                              each input: the base model prompted as a user with examples would
   nearest                    the zoo expert nearest to the description embedding (top-1)
@@ -27,8 +27,9 @@ Methods (``--methods``, default all, in this order):
   hypergen                   the generator's adapter from the description (the prior's mean),
                              bare inputs
   hypergen+description       that adapter, with the description also prepended to the inputs
-  hypergen-user              the adapter from each user-written description in turn (mean), on
-                             bare inputs: what a new user gets
+  hypergen-user              the adapter from each user-written description, on bare inputs,
+                             the eval examples dealt round-robin among the descriptions (one
+                             scoring per task; every example paired): what a new user gets
   hypergen-user+description  the same, each user description also prepended to the inputs
                              (run only when named in --methods)
   hypergen-random            control: the generator given a random string as long as the
@@ -46,8 +47,10 @@ method also gets, on multiple-choice tasks, the greedy answer's accuracy and in-
 (what a user of the app sees). results.md gives paired differences of hypergen against every
 method (and of each method against its like) with 95% intervals from a two-level bootstrap over
 tasks and examples. Options of one example are scored with the prompt run once (its key/value
-cache reused). Results of methods that do not use the generator are kept in
-<out>/method-cache, so a run with another generator scores only the hypergen methods.
+cache reused). Every method's result on a task is kept in <out>/method-cache, keyed by what
+it depends on (the hypergen methods also by the generator checkpoint's fingerprint): a run
+with another generator scores only the hypergen methods, and runs over disjoint method lists
+(one per core) fill one cache that the full run then reads.
 
 multitask and oracle adapters are cached in <out>/cache and reused by reruns with the same
 recipe. A method that fails stops the run (exit 1); it is never dropped from the table. Writes
@@ -227,13 +230,21 @@ GENERATOR_FREE = ("base", "base+description", "base+user-description", "in-conte
 
 
 class ScoreCache:
-    """``<folder>/<method>/<sha256>.json``: results of the methods that do not use the
-    generator, keyed by everything they depend on, so a run with another generator (or a rerun
-    after a change to hypergen only) scores just the hypergen methods again. Small JSON files,
-    meant to be committed with the run."""
+    """``<folder>/<method>/<sha256>.json``: each method's result on a task, keyed by everything
+    it depends on (the hypergen methods also by ``generator_sha256``), so a run with another
+    generator (or a rerun after a change to hypergen only) scores just the hypergen methods
+    again. Small JSON files, meant to be committed with the run."""
 
-    def __init__(self, folder: Path, common: dict, zoo_sha256: str, read: bool = True):
+    def __init__(
+        self,
+        folder: Path,
+        common: dict,
+        zoo_sha256: str,
+        read: bool = True,
+        generator_sha256: str | None = None,
+    ):
         self.folder, self.common, self.zoo, self.read = folder, common, zoo_sha256, read
+        self.generator = generator_sha256
 
     def key(self, h: Harness, method: str, task: Task, examples: list[Example]) -> str:
         data = json.dumps([(e.input, e.output, e.options) for e in (*task.train, *examples)])
@@ -243,6 +254,8 @@ class ScoreCache:
         parts["users"] = list(h.user_descriptions.get(task.task_id, ()))
         if method not in GENERATOR_FREE:
             parts.update(zoo=self.zoo, k=h.k, tau=h.tau)
+        if method.startswith("hypergen"):
+            parts["generator_sha256"] = self.generator
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def get(self, method: str, key: str) -> dict | None:
@@ -266,7 +279,7 @@ def run_method(h: Harness, method: str, task: Task, examples: list[Example], cac
     """One method's result on one task, from ``cache`` when it holds it (its seconds then are
     the original run's)."""
     key = None
-    if cache is not None and not method.startswith("hypergen"):
+    if cache is not None and (h.generator is not None or not method.startswith("hypergen")):
         key = cache.key(h, method, task, examples)
         hit = cache.get(method, key)
         if hit is not None:
@@ -400,7 +413,11 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
         k: v for k, v in key["models"].items() if k not in ("generator", "generator_parameters")
     }
     cache = ScoreCache(
-        args.out / "method-cache", common, key["zoo_experts_sha256"], read=not args.fresh
+        args.out / "method-cache",
+        common,
+        key["zoo_experts_sha256"],
+        read=not args.fresh,
+        generator_sha256=key.get("generator_sha256"),
     )
     logger.info(
         "%d tasks × %d methods, %d eval examples each", len(tasks), len(methods), args.eval_examples

@@ -6,6 +6,7 @@ failing method fails the run, and the topk-merge and gain-share arithmetic is ex
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 
 import numpy as np
@@ -173,6 +174,23 @@ def test_rerun_reuses_cached_adapters(full_run, setup, tiny_model_dir):
     for a, b in zip(first["tasks"], again["tasks"], strict=True):
         for m in again["methods"]:  # same examples, same adapters: same numbers
             assert a["scores"][m] == b["scores"][m]
+
+
+def test_hypergen_methods_cached_per_generator(full_run, setup, tiny_model_dir, tmp_path):
+    out, first = full_run
+    argv = _argv(setup, tiny_model_dir, out, "--methods", "hypergen,hypergen-user")
+    assert evaluate.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):
+        assert all(b["details"][m]["cached"] for m in again["methods"])
+        assert a["scores"]["hypergen-user"] == b["scores"]["hypergen-user"]
+    other = tmp_path / "generator"  # the same weights, another file: another fingerprint
+    shutil.copytree(argv[1], other)
+    (other / "note.txt").write_text("a copy")
+    argv[1] = str(other)
+    assert evaluate.main(argv) == 0
+    fresh = json.loads((out / "results.json").read_text())
+    assert not any(t["details"]["hypergen"].get("cached") for t in fresh["tasks"])
 
 
 def test_failing_method_fails_the_run(setup, tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -354,10 +372,14 @@ def test_controls_user_descriptions_generation_and_paired_intervals(full_run, se
         other = task["details"]["hypergen-other"]["runs"][0]["description"]
         assert other != task["descriptions"][0]  # another task's description
         user_runs = task["details"]["hypergen-user"]["runs"]
-        assert [r["description"] for r in user_runs] == users[task["task_id"]]
-        assert task["scores"]["hypergen-user"] == pytest.approx(
-            sum(r["score"] for r in user_runs) / len(user_runs)
-        )
+        texts = users[task["task_id"]]
+        assert [r["description"] for r in user_runs] == texts[: task["n"]]
+        dealt = sorted(j for r in user_runs for j in r["examples"])
+        assert dealt == list(range(task["n"]))  # every example scored once, by one description
+        for r in user_runs:
+            assert all(j % len(texts) == texts.index(r["description"]) for j in r["examples"])
+        user = task["details"]["hypergen-user"]
+        assert task["scores"]["hypergen-user"] == pytest.approx(np.mean(user["correct"]))
         for m in methods.METHODS:
             assert len(task["details"][m]["correct"]) == task["n"]
         if task["metric"] == "mc_accuracy":

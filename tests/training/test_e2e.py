@@ -1,0 +1,307 @@
+"""The end-to-end stage (training/e2e.py) on the tiny model and the tiny synthetic-task zoo of
+test_evaluate: the batched LoRA forward is PEFT's, gradients reach the generator and never the
+base model, a few steps lower the validation tasks' loss, a stopped run resumes exactly, and the
+CLI runs the stage from a TOML recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hypergen.apply import apply_adapter
+from hypergen.bank import ExpertBank
+from hypergen.base_model import load_base_model
+from hypergen.cvae import LoraCVAE
+from hypergen.layout import LoraLayout
+from tests.conftest import random_adapter, tiny_llama
+from tests.training.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
+from training import diagnostics, e2e
+from training.baselines import load_zoo_tasks, zoo_records
+from training.cli import main
+from training.data import GeneratorDataModule
+from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
+from training.module import new_model
+
+
+def test_batched_lora_gives_each_sequence_its_own_adapter_exactly_as_peft_does():
+    layout = LoraLayout.for_model(tiny_llama())
+    adapters = [random_adapter(layout, seed=s, scale=0.3) for s in (1, 2)]
+    stacked = {k: torch.stack([a.weights[k] for a in adapters]) for k in adapters[0].weights}
+    ids = torch.tensor([[5, 17, 99, 3], [42, 8, 8, 61]])
+    model = tiny_llama().eval()
+    with torch.no_grad(), BatchedLora(model, layout) as lora:
+        plain = model(ids).logits
+        lora.set(stacked, torch.tensor([1, 0]))
+        mixed = model(ids).logits
+        lora.clear()
+        torch.testing.assert_close(model(ids).logits, plain)
+    for row, adapter in zip((1, 0), adapters, strict=True):
+        expected = apply_adapter(tiny_llama(), adapter).eval()(ids[row : row + 1]).logits
+        torch.testing.assert_close(mixed[row : row + 1], expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(mixed[0], plain[0])
+    assert not model.model.layers[0].self_attn.q_proj._forward_hooks  # removed on exit
+
+
+@pytest.fixture
+def parts(setup, tiny_model_dir):  # noqa: F811
+    bank = ExpertBank.load(setup / "zoo")
+    records = {r["expert_id"]: r for r in zoo_records(setup / "zoo")}
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    model = LoraCVAE.from_pretrained(setup / "generator").train()
+    data = GeneratorDataModule(bank, k=model.config.k, batch_size=3, val_fraction=0.3, seed=0)
+    return bank, tasks, model, load_base_model(tiny_model_dir), data
+
+
+def _stage(parts, **recipe) -> EndToEnd:
+    bank, tasks, model, base, data = parts
+    settings = {"tasks_per_step": 2, "examples_per_task": 2, "max_length": 64, "val_examples": 2}
+    settings.update(base_dtype="float32", **recipe)
+    return EndToEnd(model, bank, base, tasks, data, E2EConfig(**settings))
+
+
+def test_gradients_reach_the_generator_and_never_the_base_model(parts):
+    stage = _stage(parts)
+    loss = stage.step_loss(0)["loss"]
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    _, _, model, base, _ = parts
+    assert all(p.grad is None for p in base.model.parameters())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["heads.q_proj.1.weight"].abs().sum() > 0
+    assert grads["cond_net.0.weight"].abs().sum() > 0
+    stage.close()
+
+
+def test_the_stage_checks_its_inputs(parts):
+    bank, tasks, model, base, data = parts
+    with pytest.raises(ValueError, match="one task per expert"):
+        EndToEnd(model, bank, base, tasks[:-1], data, E2EConfig())
+    with pytest.raises(ValueError, match="examples_per_task"):
+        E2EConfig(examples_per_task=0)
+    with pytest.raises(ValueError, match="unknown end-to-end settings"):
+        E2EConfig.from_dict({"stepz": 3})
+
+
+def test_the_draw_is_a_function_of_seed_and_step(parts):
+    stage = _stage(parts)
+    rows, examples, owner = stage.draw(5)
+    assert stage.draw(5) == (rows, examples, owner)
+    assert stage.draw(6) != (rows, examples, owner)
+    _, _, _, _, data = parts
+    experts = {int(stage.bank.row_expert[r]) for r in rows}
+    assert len(experts) == 2 and not experts & set(data.val_experts.tolist())
+    assert owner == [0, 0, 1, 1]
+    stage.close()
+
+
+def test_a_few_steps_lower_the_loss_on_the_validation_experts_tasks(parts, tmp_path):
+    stage = _stage(parts, lr=3e-3, warmup_steps=1, steps=12, val_every=4, anchor_weight=0.0)
+    record = train_e2e(stage, tmp_path / "state", {"run": 1}, progress=False)
+    assert record["best"]["val_loss"] < record["initial"]["val_loss"]
+    start = record["initial"]
+    assert start["norm_ratio"] == pytest.approx(1.0, abs=0.05)  # near the merge at step 0...
+    assert start["cos_merge"] == pytest.approx(1.0, abs=0.05)
+    assert record["initial"]["val_loss"] != pytest.approx(record["reference"]["val_loss_base"])
+    lines = e2e.read_metrics(tmp_path / "state")
+    assert [x["step"] for x in lines] == list(range(13))
+    trained = [x for x in lines if "val_loss" in x and x["step"] > 0]
+    moved = [abs(x["norm_ratio"] - start["norm_ratio"]) for x in trained]
+    assert max(moved) > 1e-3  # ...and it moves
+    stage.close()
+
+
+def test_a_stopped_run_resumes_exactly(parts, setup, tmp_path):  # noqa: F811
+    recipe = {"lr": 3e-3, "warmup_steps": 2, "val_every": 3, "kl_weight": 0.1}
+    whole = _stage(parts, steps=6, **recipe)
+    train_e2e(whole, tmp_path / "whole", {"run": 1}, progress=False)
+    whole.close()
+    expected = {k: v.clone() for k, v in whole.model.state_dict().items()}
+    saved = LoraCVAE.from_pretrained(tmp_path / "whole" / "checkpoint" / "generator")
+
+    bank, tasks, _, base, data = parts
+    fresh = lambda steps: EndToEnd(  # noqa: E731
+        LoraCVAE.from_pretrained(setup / "generator").train(),
+        bank,
+        base,
+        tasks,
+        data,
+        E2EConfig(
+            steps=steps,
+            tasks_per_step=2,
+            examples_per_task=2,
+            max_length=64,
+            val_examples=2,
+            base_dtype="float32",
+            **recipe,
+        ),
+    )
+    first = fresh(4)  # stopped after 4 steps (as a kill after a save would leave it)
+    train_e2e(first, tmp_path / "split", {"run": 1}, progress=False)
+    first.close()
+    second = fresh(6)
+    record = train_e2e(second, tmp_path / "split", {"run": 1}, progress=False)
+    second.close()
+    assert record["step"] == 6
+    resumed = LoraCVAE.from_pretrained(tmp_path / "split" / "checkpoint" / "generator")
+    for name, value in saved.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    for name, value in second.model.state_dict().items():  # the best weights, the same ones
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+    steps = [x["step"] for x in e2e.read_metrics(tmp_path / "split")]
+    assert steps == list(range(7))
+    assert "sample_spread" in e2e.read_metrics(tmp_path / "split")[3]
+    with pytest.raises(ValueError, match="other settings"):
+        train_e2e(fresh(6), tmp_path / "split", {"run": 2}, progress=False)
+
+
+def _warm_start_argv(root, tiny_model_dir, tmp_path, *extra) -> list[str]:
+    """hypergen-train from the setup generator, end-to-end stage only, into ``tmp_path/gen``."""
+    argv = ["--zoo", str(root / "zoo"), "--out", str(tmp_path / "gen")]
+    argv += ["--warm-start", str(root / "generator"), "--epochs", "0", "--sft-rows", "2"]
+    argv += ["--sft-examples", "2", "--base-model", str(tiny_model_dir), "--quiet"]
+    argv += ["--sft-val-examples", "2", "--base-dtype", "float32"]
+    return [*argv, "--logs", str(tmp_path / "logs"), *extra]
+
+
+def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "gen"
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "4")
+    argv += ["--sft-val-every", "2", "--val-fraction", "0.3"]
+    assert main(argv) == 0
+    assert "end-to-end stage: 4 steps; val_loss" in capsys.readouterr().out
+    record = json.loads((out / "config.json").read_text())["extra"]
+    sft = record["sft"]
+    assert sft["step"] == 4 and sft["seconds"] > 0 and sft["recipe"]["tasks_per_step"] == 2
+    assert {"val_loss", "val_loss_other", "norm_ratio", "cos_merge"} <= set(sft["initial"])
+    assert {"val_loss_merge", "val_loss_base"} <= set(sft["reference"])
+    assert sft["best"]["val_loss"] <= sft["initial"]["val_loss"]
+    assert "epochs" not in record  # no reconstruction epochs ran
+    assert record["warm_start"] == str(setup / "generator")
+    assert (tmp_path / "logs" / "e2e-state" / "checkpoint" / "state.json").is_file()
+    reloaded = LoraCVAE.from_pretrained(out)
+    original = LoraCVAE.from_pretrained(setup / "generator")
+    changed = [
+        n for n, p in reloaded.state_dict().items() if not torch.equal(p, original.state_dict()[n])
+    ]
+    assert sft["best"]["step"] == 0 or changed
+
+
+def test_cli_reads_a_toml_recipe_and_resumes(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'zoo = "{setup / "zoo"}"\nwarm-start = "{setup / "generator"}"\nepochs = 0\n'
+        "sft_steps = 2\nsft_rows = 2\nsft_examples = 1\nval_fraction = 0.3\n"
+        'base_dtype = "float32"\nsft_val_examples = 2\n'
+    )
+    state = tmp_path / "state"
+    argv = ["--config", str(recipe), "--out", str(tmp_path / "a"), "--state", str(state)]
+    argv += ["--base-model", str(tiny_model_dir), "--quiet"]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "a" / "config.json").read_text())["extra"]["sft"]
+    assert first["step"] == 2 and first["recipe"]["examples_per_task"] == 1
+    longer = [x if x != str(tmp_path / "a") else str(tmp_path / "b") for x in argv]
+    longer[longer.index("--state")] = "--resume"
+    assert main([*longer, "--sft-steps", "3"]) == 0  # flags override the file; a longer run
+    again = json.loads((tmp_path / "b" / "config.json").read_text())["extra"]["sft"]
+    assert again["step"] == 3
+    assert [x["step"] for x in e2e.read_metrics(state)] == [0, 1, 2, 3]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("sft_stepz = 3\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(bad), "--out", str(tmp_path / "c")])
+    assert "unknown option 'sft_stepz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv[:4], "--resume", str(tmp_path / "nowhere")])
+    assert "no end-to-end state there" in capsys.readouterr().err
+
+
+def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "gen"
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "3")
+    argv += ["--sft-train", "gates", "--sft-lr", "1e-2", "--val-fraction", "0"]
+    argv += ["--save-dtype", "float32", "--sft-warmup", "1"]  # float16 would change every weight
+    assert main(argv) == 0
+    assert (
+        json.loads((out / "config.json").read_text())["extra"]["sft"]["recipe"]["trainable"]
+        == "gates"
+    )
+    before = LoraCVAE.from_pretrained(setup / "generator").state_dict()
+    after = LoraCVAE.from_pretrained(out).state_dict()
+    changed = {n for n, p in after.items() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("gates.") for n in changed)
+
+
+def test_layer_scales_training_changes_only_the_layer_scales(setup, tiny_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "gen"
+    argv = ["--zoo", str(setup / "zoo"), "--out", str(out), "--epochs", "0", "--k", "3"]
+    argv += ["--layer-scales", "--sft-steps", "3", "--sft-train", "layer-scales"]
+    argv += ["--sft-rows", "2", "--sft-examples", "2", "--sft-lr", "1e-1", "--val-fraction", "0"]
+    argv += ["--base-model", str(tiny_model_dir), "--quiet", "--logs", str(tmp_path / "logs")]
+    argv += ["--sft-warmup", "1", "--base-dtype", "float32"]
+    assert main([*argv, "--save-dtype", "float32"]) == 0
+    after = LoraCVAE.from_pretrained(out)
+    assert after.config.layer_scales
+    changed = {
+        n for n, p in after.state_dict().items() if n.startswith("layer_scales.") and p.any()
+    }
+    assert changed == {f"layer_scales.{m}" for m in after.layout.modules}
+    assert not any(p.any() for layer in after._output_layers() for p in layer.parameters())
+
+
+def test_layer_scales_training_needs_a_generator_that_has_them(
+    setup,  # noqa: F811
+    tiny_model_dir,
+    tmp_path,
+    capsys,
+):
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
+    assert main([*argv, "--sft-train", "layer-scales"]) == 2
+    assert "has no layer scales" in capsys.readouterr().err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_merge_scale_diagnostic_agrees_with_the_stage_validation(
+    parts,
+    setup,  # noqa: F811
+    tiny_model_dir,
+    capsys,
+):
+    """Scale 1 is the merge and scale 0 no adapter: the same numbers the stage's own reference
+    losses (val_loss_merge, val_loss_base) give on the same split."""
+    zoo = str(setup / "zoo")
+    losses, n = diagnostics.merge_scale_losses(
+        zoo, [0.0, 1.0, 2.0], 2, 3, 0.1, 0.3, 0, tiny_model_dir
+    )
+    bank, tasks, _, base, _ = parts
+    data = GeneratorDataModule(bank, 3, 4, 0.3, 0, exclude_same_family=False)  # as the diagnostic
+    data.setup()
+    model = new_model(bank, data.train_experts, k=3, tau=0.1)
+    config = E2EConfig(val_examples=2, max_length=RECIPE.max_length, base_dtype="float32")
+    stage = EndToEnd(model, bank, base, tasks, data, config)
+    reference = stage.reference()
+    stage.close()
+    assert n == 2 * len(data.val_experts) > 0
+    assert losses[1.0] == pytest.approx(reference["val_loss_merge"], rel=1e-5)
+    assert losses[0.0] == pytest.approx(reference["val_loss_base"], rel=1e-5)
+    assert losses[2.0] != pytest.approx(losses[1.0])
+    assert (
+        diagnostics.main(
+            [
+                "merge-scale",
+                "--zoo",
+                zoo,
+                "--k",
+                "3",
+                "--examples",
+                "1",
+                "--val-fraction",
+                "0.3",
+                "--base-model",
+                str(tiny_model_dir),
+            ]
+        )
+        == 0
+    )
+    assert "scale 1.00" in capsys.readouterr().out

@@ -1,0 +1,639 @@
+"""End-to-end training of the generator through the frozen base model, resumable.
+
+Text-to-LoRA (Charakorn et al., "Text-to-LoRA: Instant Transformer Adaption", ICML 2025,
+arXiv:2506.06105) trains its hypernetwork either to reconstruct expert LoRAs or by supervised
+fine-tuning through the base model on the tasks' data, and reports that the SFT-trained one
+generalises to unseen tasks where the reconstruction-trained one falls below a multitask LoRA:
+reconstruction asks for one particular expert's weights, while many adapters solve a task
+equally well. Its recipe: many tasks per step with one example each, label smoothing 0.1 and an
+L2 penalty on the generated weights. This stage follows it, starting from the merge anchor
+(a fresh or warm-started decoder outputs the neighbours' merge, so step 0 is that generator).
+
+One step: ``tasks_per_step`` training experts, one of each one's descriptions (a row of the
+bank, with its leave-one-out neighbours) and ``examples_per_task`` of its task's training
+examples; the generator decodes each row's adapter; the base model runs every example with its
+own row's adapter (:class:`BatchedLora`); the loss is the label-smoothed cross-entropy of the
+answer tokens, plus ``anchor_weight`` times the mean square of the decoder's residual from the
+merge (normalised space: Text-to-LoRA's L2 penalty, measured from the anchor).
+
+The latent: with ``kl_weight > 0`` each row's adapter is decoded from ``z ~ p(z | c)``
+(reparameterised), and the loss adds ``kl_weight · KL(p(z | c) ‖ N(0, I))``: the negative ELBO of
+a latent-adapter model of the answers, whose amortised posterior is the generator's prior. The
+KL keeps the prior's spread from collapsing, so samples at temperature > 0 are different
+adapters that were each trained to answer well (what best-of-n chooses among). With 0 the
+prior's mean is decoded, as ``generate(temperature=0)`` does.
+
+Resuming: every draw of a step (experts, rows, examples, dropout, latent noise) is a function
+of ``(seed, step)``, so the state to keep is the generator, the AdamW moments, the step and the
+best validation so far. :func:`save_state` writes them (safetensors + JSON, no pickle) every
+``save_every_s`` seconds into ``<state>/checkpoint`` (one folder, renamed into place), and
+:func:`train_e2e` continues from it exactly: a run stopped and resumed ends with the weights
+of an unstopped one.
+
+Validation: the first description of each validation expert (never trained on, never
+retrieved), its task's first ``val_examples`` eval examples; the loss of the generated adapter,
+of the neighbours' merge, of no adapter, and (control) of the adapter generated from another
+validation task's description; and the generated ΔW's size and direction against the merge
+(``norm_ratio``, ``cos_merge``: a learned part that only shrinks the merge shows as a ratio
+below 1 at cosine 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import default_collate
+from tqdm.auto import tqdm
+
+from expert_zoo.scoring import _decoder_and_head
+from expert_zoo.tasks import Example, Task
+from expert_zoo.train import ExpertTrainConfig
+from hypergen._fs import atomic_dir
+from hypergen.bank import ExpertBank
+from hypergen.base_model import BaseModel
+from hypergen.cvae import LoraCVAE
+from hypergen.layout import LoraLayout, Weights
+from hypergen.prompting import IGNORE_INDEX, make_batch
+from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
+from training.data import GeneratorDataModule, RowDataset
+from training.module import RowConditions
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+"""Version of the ``<state>/checkpoint`` layout; a resume refuses another one."""
+TRAINABLE = ("all", "gates", "layer-scales")
+
+
+@dataclass
+class E2EConfig:
+    """The end-to-end stage's recipe (``[e2e]`` of a ``hypergen-train --config`` file)."""
+
+    steps: int = 2000
+    tasks_per_step: int = 8
+    """Training experts per step, each with one of its descriptions."""
+    examples_per_task: int = 1
+    lr: float = 1e-4
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up; constant after it (a run can be extended)."""
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    anchor_weight: float = 1e-3
+    """Weight of the mean square of the decoder's residual from the merge (normalised space)."""
+    kl_weight: float = 0.0
+    """> 0: decode z ~ p(z|c) in training and add kl_weight · KL(p(z|c) ‖ N(0, I))."""
+    trainable: str = "all"
+    """``all`` the generator's parameters, ``gates`` only the merge gates, ``layer-scales``
+    only the per-(layer, module) ΔW factors (needs a generator built with them)."""
+    val_every: int = 100
+    val_examples: int = 8
+    save_every_s: float = 300.0
+    max_length: int = 160
+    base_dtype: str = "bfloat16"
+    """Precision of the frozen base model's forward and backward (bfloat16: about 2.5x faster
+    on CPUs with AVX-512 BF16); the generator and its adapters stay float32."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "tasks_per_step", "examples_per_task", "val_every", "max_length")
+        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
+        if self.val_examples < 1:
+            bad.append(f"val_examples={self.val_examples}")
+        if bad:
+            raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
+        if self.lr <= 0 or min(self.anchor_weight, self.kl_weight, self.weight_decay) < 0:
+            raise ValueError("need lr > 0 and anchor_weight, kl_weight, weight_decay >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.base_dtype not in DTYPES:
+            raise ValueError(f"base_dtype must be one of {sorted(DTYPES)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> E2EConfig:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown end-to-end settings {unknown}")
+        return cls(**data)
+
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class BatchedLora:
+    """Adds a different LoRA update to every sequence of a batch, through forward hooks on the
+    target linears of a frozen model: ``y += scaling · (x Aᵀ) Bᵀ`` with ``A, B`` of the
+    sequence's adapter (PEFT's LoRA forward without dropout, but differentiable in ``A, B``).
+
+    Use as a context manager; between :meth:`set` and :meth:`clear` every forward of the model
+    uses the adapters set.
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: LoraLayout):
+        self.layout = layout
+        self.weights: Weights | None = None
+        self.rows: Tensor | None = None
+        self._handles = [
+            model.get_submodule(layout.paths[m].format(layer=layer)).register_forward_hook(
+                partial(self._hook, m, layer)
+            )
+            for m in layout.modules
+            for layer in range(layout.num_layers)
+        ]
+
+    def set(self, weights: Weights, rows: Tensor) -> None:
+        """``weights``: stacked ``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}``; ``rows``:
+        ``(S,)`` the adapter (0..n-1) of each of the S sequences of the next forwards."""
+        self.weights, self.rows = weights, rows
+
+    def clear(self) -> None:
+        self.weights = self.rows = None
+
+    def _hook(self, module: str, layer: int, _mod, args, output: Tensor) -> Tensor:
+        if self.weights is None:
+            return output
+        a = self.weights[f"{module}.A"][:, layer][self.rows]  # (S, r, in)
+        b = self.weights[f"{module}.B"][:, layer][self.rows]  # (S, out, r)
+        low = torch.einsum("sti,sri->str", args[0].to(a.dtype), a)
+        update = torch.einsum("str,sor->sto", low, b) * self.layout.scaling
+        return output + update.to(output.dtype)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> BatchedLora:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def check_trainable(model: LoraCVAE, trainable: str) -> None:
+    """Raise ``ValueError`` unless the end-to-end stage can train ``trainable`` of ``model``."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    if trainable == "layer-scales" and not model.config.layer_scales:
+        raise ValueError(
+            "this generator has no layer scales to train: build one with hypergen-train "
+            "--layer-scales (a --warm-start keeps its own architecture)"
+        )
+
+
+def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
+    """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
+    in expert order, and the zoo's training recipe."""
+    records = {r["expert_id"]: r for r in zoo_records(zoo)}
+    missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
+    if missing:
+        raise ValueError(
+            f"the end-to-end stage (--sft-steps) needs each expert's task_id; missing for {missing[:5]}"
+        )
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    return tasks, zoo_recipe(list(records.values()))
+
+
+def trained_parameters(model: LoraCVAE, trainable: str) -> list[torch.nn.Parameter]:
+    if trainable == "gates":
+        return list(model.gates.parameters())
+    if trainable == "layer-scales":
+        return list(model.layer_scales.parameters())
+    return list(model.parameters())
+
+
+def dw_inner(x: Weights, y: Weights, modules: Sequence[str]) -> Tensor:
+    """``Σ_{layer, module} ⟨B_x A_x, B_y A_y⟩_F`` per leading index ``(n,)``, from ``r × r``
+    products of the factors (no ``out × in`` matrix is formed)."""
+    total = 0
+    for m in modules:
+        bb = x[f"{m}.B"].transpose(-1, -2) @ y[f"{m}.B"]  # (n, L, r, r)
+        aa = x[f"{m}.A"] @ y[f"{m}.A"].transpose(-1, -2)
+        total = total + (bb * aa).sum((-1, -2)).sum(-1)
+    return total
+
+
+def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict[str, float]:
+    """Mean over rows of ‖ΔW_gen‖ / ‖ΔW_merge‖ and of cos(ΔW_gen, ΔW_merge) (all layers and
+    modules as one vector)."""
+    gg, mm = dw_inner(generated, generated, modules), dw_inner(merge, merge, modules)
+    gm = dw_inner(generated, merge, modules)
+    ratio = (gg / mm.clamp_min(1e-30)).sqrt()
+    cos = gm / (gg * mm).sqrt().clamp_min(1e-30)
+    return {"norm_ratio": float(ratio.mean()), "cos_merge": float(cos.mean())}
+
+
+class EndToEnd:
+    """The pieces of the end-to-end stage: per-row conditions, the generated adapters, the
+    training draw of a step and the base model's answer loss with every row's adapter.
+
+    Args:
+        model: the generator (trained in place).
+        bank: the zoo the rows come from.
+        base: the base model (frozen; its parameters never get a gradient).
+        tasks: per expert of ``bank``, its task (``task.train`` for training, ``task.eval``
+            for validation).
+        data: the split and leave-one-out neighbours (:class:`GeneratorDataModule` over ``bank``
+            with the generator's ``k``).
+        config: the recipe.
+    """
+
+    def __init__(
+        self,
+        model: LoraCVAE,
+        bank: ExpertBank,
+        base: BaseModel,
+        tasks: Sequence[Task],
+        data: GeneratorDataModule,
+        config: E2EConfig,
+    ):
+        check_trainable(model, config.trainable)
+        if len(tasks) != len(bank):
+            raise ValueError(f"need one task per expert: {len(tasks)} tasks, {len(bank)} experts")
+        empty = [t.task_id for t in tasks if not t.train or not t.eval]
+        if empty:
+            raise ValueError(f"tasks without train or eval examples: {empty[:5]}")
+        if not len(data.train_experts):
+            raise ValueError("no training experts")
+        self.model, self.bank, self.base, self.tasks, self.config = model, bank, base, tasks, config
+        for p in base.model.parameters():
+            p.requires_grad_(False)
+        base.model.to(dtype=DTYPES[config.base_dtype]).eval()
+        self.device = next(base.model.parameters()).device
+        model.to(self.device)
+        data.setup()
+        self.data = data
+        self.rows = RowDataset(np.arange(len(bank.row_expert)), bank, data.idx, data.sims)
+        self.rows_of = {
+            int(e): np.flatnonzero(bank.row_expert == e) for e in data.train_experts.tolist()
+        }
+        self.conditions = RowConditions(
+            bank, model.layout, model.config.tau, model.config.summary_in_decoder
+        )
+        self.lora = BatchedLora(base.model, model.layout)
+        self.decoder, self.head = _decoder_and_head(base.model)
+
+    def close(self) -> None:
+        self.lora.remove()
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def batch(self, rows: Sequence[int]) -> dict[str, Tensor]:
+        """The condition inputs of description ``rows`` (neighbours' merges cached per row)."""
+        items = default_collate([self.rows[int(r)] for r in rows])
+        return self.conditions(items, self.device)
+
+    def adapters(self, cond: dict[str, Tensor], sample: bool = False) -> tuple[Weights, Tensor]:
+        """The rows' adapters (differentiable in the generator) and the KL of p(z|c) to N(0, I)
+        per row: from the prior's mean, or with ``sample`` from ``z ~ p(z|c)``."""
+        m = self.model
+        c = m.condition(cond)
+        mu, logvar = m.prior(c)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
+        self._chunks = m.decode(z, c, cond)
+        return m.to_weights(self._chunks), kl
+
+    def residual(self, cond: dict[str, Tensor]) -> Tensor:
+        """Mean square of the last decoded chunks' distance from the normalised merge."""
+        m, total, count = self.model, 0.0, 0
+        for name, chunks in self._chunks.items():
+            total = total + ((chunks - m.normalise(name, cond[f"merge.{name}"])) ** 2).sum()
+            count += chunks.numel()
+        return total / count
+
+    def merges(self, cond: dict[str, Tensor]) -> Weights:
+        """The neighbours' merge of each row (what a fresh decoder outputs)."""
+        m = self.model
+        merge = {k: m.normalise(k, cond[f"merge.{k}"]) for k in m.layout.modules}
+        return m.to_weights(merge, scale=False)
+
+    def draw(self, step: int) -> tuple[list[int], list[Example], list[int]]:
+        """Step ``step``'s rows, examples and the row (0..) of each example: a function of
+        ``(seed, step)`` only, so a resumed run draws what an unstopped one would."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, step])
+        experts = np.array(sorted(self.rows_of))
+        chosen = rng.choice(experts, size=min(c.tasks_per_step, len(experts)), replace=False)
+        rows, examples, owner = [], [], []
+        for i, e in enumerate(chosen.tolist()):
+            options = self.rows_of[e]
+            rows.append(int(options[rng.integers(len(options))]))
+            pool = self.tasks[e].train
+            examples += [pool[j] for j in rng.integers(len(pool), size=c.examples_per_task)]
+            owner += [i] * c.examples_per_task
+        return rows, examples, owner
+
+    def lm_loss(
+        self,
+        weights: Weights | None,
+        examples: Sequence[Example],
+        owner: Sequence[int],
+        smoothing: float = 0.0,
+    ) -> Tensor:
+        """Mean answer-token cross-entropy of ``examples``, each with its row's adapter (the
+        output layer runs only at the answer positions)."""
+        pairs = [(ex.input, ex.output) for ex in examples]
+        batch = make_batch(self.base.tokenizer, pairs, max_length=self.config.max_length)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if weights is not None:
+            self.lora.set(weights, torch.tensor(list(owner), device=self.device))
+        try:
+            hidden = self.decoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
+        finally:
+            self.lora.clear()
+        labels = batch["labels"][:, 1:]
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        logits = self.head(hidden[rows, cols]).float()
+        return F.cross_entropy(logits, labels[rows, cols], label_smoothing=smoothing)
+
+    # --- one step, one validation ----------------------------------------------------------------
+    def step_loss(self, step: int) -> dict[str, Tensor]:
+        c = self.config
+        torch.manual_seed(c.seed * 1_000_003 + step)  # dropout and latent noise of this step
+        self.model.train()
+        rows, examples, owner = self.draw(step)
+        cond = self.batch(rows)
+        weights, kl = self.adapters(cond, sample=c.kl_weight > 0)
+        lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
+        anchor = self.residual(cond)
+        loss = lm + c.anchor_weight * anchor + c.kl_weight * kl.mean()
+        return {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl.mean()}
+
+    def val_rows(self) -> list[int]:
+        experts, first = np.unique(self.bank.row_expert, return_index=True)
+        return first[np.isin(experts, self.data.val_experts)].tolist()
+
+    def _val_examples(self, rows: Sequence[int]) -> tuple[list[Example], list[int]]:
+        examples, owner = [], []
+        for i, r in enumerate(rows):
+            picked = self.tasks[int(self.bank.row_expert[r])].eval[: self.config.val_examples]
+            examples += picked
+            owner += [i] * len(picked)
+        return examples, owner
+
+    @torch.no_grad()
+    def _val_loss(self, weights: Weights | None, examples, owner, chunk: int = 16) -> float:
+        total = 0.0
+        for s in range(0, len(examples), chunk):
+            part, rows = examples[s : s + chunk], owner[s : s + chunk]
+            used = sorted(set(rows))
+            sub = None if weights is None else {k: v[used] for k, v in weights.items()}
+            local = [used.index(r) for r in rows]
+            total += float(self.lm_loss(sub, part, local)) * len(part)
+        return total / len(examples)
+
+    @torch.no_grad()
+    def reference(self) -> dict[str, float]:
+        """The validation loss of the neighbours' merge and of no adapter (fixed during a run)."""
+        rows = self.val_rows()
+        if not rows:
+            return {}
+        examples, owner = self._val_examples(rows)
+        merge = self.merges(self.batch(rows))
+        return {
+            "val_loss_merge": self._val_loss(merge, examples, owner),
+            "val_loss_base": self._val_loss(None, examples, owner),
+        }
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """``val_loss`` (generated), ``val_loss_other`` (each task with the adapter generated
+        from the next validation task's description), ``norm_ratio``, ``cos_merge`` and, with
+        a latent in training, ``sample_spread`` (‖ΔW₁ − ΔW₂‖ / ‖ΔW_mean‖ of two samples)."""
+        rows = self.val_rows()
+        if not rows:
+            return {}
+        self.model.eval()
+        examples, owner = self._val_examples(rows)
+        cond = self.batch(rows)
+        weights, _ = self.adapters(cond)
+        out = {"val_loss": self._val_loss(weights, examples, owner)}
+        if len(rows) > 1:
+            shifted = [(o + 1) % len(rows) for o in owner]
+            out["val_loss_other"] = self._val_loss(weights, examples, shifted)
+        out.update(geometry(weights, self.merges(cond), self.model.layout.modules))
+        if self.config.kl_weight > 0:
+            torch.manual_seed(self.config.seed)
+            one, _ = self.adapters(cond, sample=True)
+            two, _ = self.adapters(cond, sample=True)
+            mods = self.model.layout.modules
+            diff = (
+                dw_inner(one, one, mods) + dw_inner(two, two, mods) - 2 * dw_inner(one, two, mods)
+            )
+            own = dw_inner(weights, weights, mods).clamp_min(1e-30)
+            out["sample_spread"] = float((diff.clamp_min(0) / own).sqrt().mean())
+        return out
+
+
+# --- the resumable loop --------------------------------------------------------------------------
+def learning_rate(config: E2EConfig, step: int) -> float:
+    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+def train_e2e(
+    stage: EndToEnd,
+    state: Path,
+    settings: dict,
+    progress: bool = True,
+    on_save: Callable[[int], None] | None = None,
+) -> dict:
+    """Train ``stage.model`` for ``stage.config.steps`` steps (in total, over every resume),
+    saving the state under ``state`` and resuming from it when it holds a checkpoint made with
+    the same ``settings`` (what the numbers depend on: zoo, starting generator, recipe less
+    its step count). Ends with ``stage.model`` holding the best validated weights (the start
+    included); returns the run's record."""
+    c, model = stage.config, stage.model
+    params = trained_parameters(model, c.trainable)
+    wanted = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in wanted)
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    record = load_state(state, settings, model, opt)
+    if record is None:
+        record = {"step": 0, "seconds": 0.0, "best": None, "initial": {}, "reference": {}}
+        record["reference"] = stage.reference()
+        if record["reference"]:
+            record["initial"] = stage.validate()
+            record["best"] = {"step": 0, "val_loss": record["initial"]["val_loss"]}
+            _save_best(state, model, record)
+        _append(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
+        save_state(state, settings, model, opt, record)
+    else:
+        logger.info("resuming the end-to-end stage at step %d from %s", record["step"], state)
+    start, last_save = time.perf_counter() - record["seconds"], time.perf_counter()
+    bar = tqdm(total=c.steps, initial=record["step"], desc="end-to-end", disable=not progress)
+    for step in range(record["step"], c.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(c, step)
+        opt.zero_grad(set_to_none=True)
+        parts = stage.step_loss(step)
+        parts["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        opt.step()
+        line = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in parts.items()}}
+        line["grad_norm"] = round(float(norm), 6)
+        record["step"] = step + 1
+        if record["step"] % c.val_every == 0 or record["step"] == c.steps:
+            metrics = stage.validate()
+            line.update({k: round(v, 6) for k, v in metrics.items()})
+            if metrics and metrics["val_loss"] < record["best"]["val_loss"]:
+                record["best"] = {"step": record["step"], "val_loss": metrics["val_loss"]}
+                _save_best(state, model, record)
+        _append(state, line)
+        bar.update()
+        bar.set_postfix(loss=f"{line['lm']:.3f}", best=_best_text(record))
+        record["seconds"] = time.perf_counter() - start
+        if time.perf_counter() - last_save >= c.save_every_s or record["step"] == c.steps:
+            save_state(state, settings, model, opt, record)
+            last_save = time.perf_counter()
+            if on_save is not None:
+                on_save(record["step"])
+    bar.close()
+    if record["best"] is not None:  # the best validated weights, the start included
+        best = LoraCVAE.from_pretrained(state / "best")
+        model.load_state_dict(best.state_dict())
+    return record
+
+
+def _best_text(record: dict) -> str:
+    best = record["best"]
+    return "-" if best is None else f"{best['val_loss']:.3f}@{best['step']}"
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_state(state: Path, settings: dict, model: LoraCVAE, opt, record: dict) -> None:
+    """``<state>/checkpoint``: ``state.json`` (step, record, settings, the optimiser's
+    hyper-parameters), the generator (float32) and ``optimizer.safetensors`` (AdamW moments),
+    renamed into place together."""
+    packed, groups = _pack_optimizer(opt)
+    with atomic_dir(state / "checkpoint", overwrite=True) as tmp:
+        model.save_pretrained(tmp / "generator")
+        save_file(packed, str(tmp / "optimizer.safetensors"), metadata={"format": "pt"})
+        meta = {
+            "format": STATE_FORMAT,
+            "settings": settings,
+            "settings_sha256": settings_key(settings),
+            "record": record,
+            "param_groups": groups,
+        }
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
+
+
+def load_state(state: Path, settings: dict, model: LoraCVAE, opt) -> dict | None:
+    """Load ``<state>/checkpoint`` into ``model`` and ``opt``; ``None`` when there is none.
+    A checkpoint of another format or made with other settings raises ``ValueError``."""
+    folder = state / "checkpoint"
+    if not (folder / "state.json").is_file():
+        return None
+    meta = json.loads((folder / "state.json").read_text())
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{folder} has state format {meta.get('format')}, not {STATE_FORMAT}")
+    if meta["settings_sha256"] != settings_key(settings):
+        changed = sorted(
+            k
+            for k in {*settings, *meta["settings"]}
+            if json.dumps(settings.get(k), default=str)
+            != json.dumps(meta["settings"].get(k), default=str)
+        )
+        raise ValueError(
+            f"{state} holds a run started with other settings (differing: {', '.join(changed)}); "
+            "resume it with the same ones, or pass another --state folder"
+        )
+    saved = LoraCVAE.from_pretrained(folder / "generator", model.layout, model.config.embed_dim)
+    model.load_state_dict(saved.state_dict())
+    opt.load_state_dict(_unpack_optimizer(load_file(str(folder / "optimizer.safetensors")), meta))
+    _truncate(state, meta["record"]["step"])
+    return meta["record"]
+
+
+def _pack_optimizer(opt) -> tuple[dict[str, Tensor], list[dict]]:
+    sd = opt.state_dict()
+    packed = {
+        f"{i}.{name}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+        for i, entry in sd["state"].items()
+        for name, v in entry.items()
+    }
+    return packed, sd["param_groups"]
+
+
+def _unpack_optimizer(packed: dict[str, Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in packed.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _save_best(state: Path, model: LoraCVAE, record: dict) -> None:
+    model.save_pretrained(state / "best", overwrite=True)
+    (state / "best" / "step.json").write_text(json.dumps(record["best"]))
+
+
+def _append(state: Path, line: dict, reset: bool = False) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "metrics.jsonl").open("w" if reset else "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _truncate(state: Path, step: int) -> None:
+    """Drop metric lines of steps after the checkpoint (they will be run again)."""
+    path = state / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for text in path.read_text().splitlines():
+        try:
+            if json.loads(text)["step"] <= step:
+                kept.append(text)
+        except (json.JSONDecodeError, KeyError):
+            break
+    path.write_text("".join(t + "\n" for t in kept))
+
+
+def read_metrics(state: Path) -> list[dict]:
+    path = state / "metrics.jsonl"
+    return [json.loads(t) for t in path.read_text().splitlines()] if path.exists() else []
+
+
+def summary(record: dict) -> str:
+    ref, start = record.get("reference") or {}, record.get("initial") or {}
+    if not ref:
+        return f"end-to-end stage: {record['step']} steps (no validation experts)"
+    best = record["best"]
+    return (
+        f"end-to-end stage: {record['step']} steps; val_loss {start['val_loss']:.4f} -> "
+        f"{best['val_loss']:.4f} (best at step {best['step']}; neighbours' merge "
+        f"{ref['val_loss_merge']:.4f}, no adapter {ref['val_loss_base']:.4f})"
+    )
+
+
+__all__ = [
+    "BatchedLora",
+    "E2EConfig",
+    "EndToEnd",
+    "check_trainable",
+    "geometry",
+    "learning_rate",
+    "read_metrics",
+    "train_e2e",
+    "zoo_tasks",
+]

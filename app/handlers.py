@@ -25,7 +25,7 @@ from transformers import TextIteratorStreamer
 
 from app import plots
 from hypergen.errors import HypergenError
-from hypergen.generator import GeneratedAdapter
+from hypergen.generator import AdapterGenerator, GeneratedAdapter
 from hypergen.prompting import build_prompt, told_the_task
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,13 @@ def user_message(exc: BaseException) -> str:
 
 # --- generate -----------------------------------------------------------------------------------
 def generate(
-    generator, description: str, samples: int = 1, temperature: float = 0.0, seed: int = 0
+    generator: AdapterGenerator,
+    description: str,
+    samples: int = 1,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> Generation:
-    """Make ``samples`` adapters for ``description`` (see ``HyperGen.generate``)."""
+    """Make ``samples`` adapters for ``description`` (see ``HyperGen.sample``)."""
     text = check_text(description, "task description", MAX_DESCRIPTION_CHARS)
     n, t, s = check_options(samples, temperature, seed)
     if n > 1 and t == 0.0:
@@ -114,8 +118,7 @@ def generate(
             "untrained), so every sample is the same adapter: ask for 1 sample."
         )
     start = time.perf_counter()
-    out = generator.generate(text, num_samples=n, temperature=t, seed=s)
-    adapters = out if isinstance(out, list) else [out]
+    adapters = generator.sample(text, n, temperature=t, seed=s)
     return Generation(text, adapters, time.perf_counter() - start)
 
 

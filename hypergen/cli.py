@@ -28,10 +28,7 @@ def _cmd_generate(args) -> int:
     if taken and not args.overwrite:
         raise FileExistsError(f"{taken[0]} already exists: pass --overwrite to replace it")
     gen = _load(args)
-    made = gen.generate(
-        args.description, num_samples=args.samples, temperature=args.temperature, seed=args.seed
-    )
-    made = made if isinstance(made, list) else [made]
+    made = gen.sample(args.description, args.samples, args.temperature, args.seed)
     for out, adapter in zip(targets, made, strict=True):
         adapter.save_pretrained(out, overwrite=args.overwrite)
         print(f"wrote {out}")

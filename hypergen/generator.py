@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -30,7 +32,7 @@ DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "generator"
 DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "expert_zoo" / "zoo"
 """The shipped zoo the default generator retrieves from."""
 MAX_BATCH = 256
-"""Descriptions per ``generate`` call."""
+"""Descriptions per ``generate_batch`` call."""
 
 
 @dataclass
@@ -50,6 +52,39 @@ class GeneratedAdapter:
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write a PEFT adapter folder (loadable by ``PeftModel.from_pretrained``)."""
         return self.adapter.save_pretrained(folder, overwrite=overwrite)
+
+
+class AdapterGenerator(Protocol):
+    """What the app and the benchmark need of a generator; :class:`HyperGen` is one."""
+
+    bank: ExpertBank
+    encoder: TaskEncoder
+
+    @property
+    def samples_differ(self) -> bool: ...
+
+    @property
+    def base(self) -> BaseModel: ...
+
+    def generate(
+        self, description: str, temperature: float = 0.0, seed: int = 0
+    ) -> GeneratedAdapter: ...
+
+    def sample(
+        self, description: str, num_samples: int, temperature: float = 1.0, seed: int = 0
+    ) -> list[GeneratedAdapter]: ...
+
+    def generate_batch(
+        self,
+        descriptions: Sequence[str],
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[list[GeneratedAdapter]]: ...
+
+    def apply(self, adapter: GeneratedAdapter | LoraAdapter): ...
+
+    def info(self) -> dict: ...
 
 
 class HyperGen:
@@ -134,58 +169,80 @@ class HyperGen:
         see :attr:`LoraCVAE.ignores_latent`)."""
         return not self.cvae.ignores_latent
 
-    @torch.no_grad()
     def generate(
+        self, description: str, temperature: float = 0.0, seed: int = 0
+    ) -> GeneratedAdapter:
+        """The adapter for one description: the prior's mean (``temperature=0``, the
+        deterministic default) or one draw with the prior's spread scaled by ``temperature``
+        (``seed``: same seed, same adapter). Many descriptions: :meth:`generate_batch`; several
+        draws of one: :meth:`sample`."""
+        self._require_str(description, "generate_batch")
+        return self._make([description], 1, temperature, seed, single=True)[0][0]
+
+    def sample(
+        self, description: str, num_samples: int, temperature: float = 1.0, seed: int = 0
+    ) -> list[GeneratedAdapter]:
+        """``num_samples`` adapters for one description, latents drawn from the prior with its
+        spread scaled by ``temperature`` (e.g. to choose among them on a few examples)."""
+        self._require_str(description, "generate_batch(..., num_samples=n)")
+        return self._make([description], num_samples, temperature, seed, single=True)[0]
+
+    def generate_batch(
         self,
-        description: str | list[str],
+        descriptions: Sequence[str],
         num_samples: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
-    ):
-        """Make adapters for one description or a batch of them.
-
-        Args:
-            description: a task described in words, or a list of them (batched).
-            num_samples: adapters per description. With ``temperature=0`` all are the prior
-                mean, so ask for samples with ``temperature > 0``.
-            temperature: 0 decodes the prior's mean (the deterministic default); otherwise
-                latents are drawn from the prior with their spread scaled by it.
-            seed: seed of the draws (same seed, same adapters).
-
-        Returns:
-            A :class:`GeneratedAdapter` for one description and ``num_samples=1``; otherwise a
-            list (per description, then per sample).
-        """
-        single = isinstance(description, str)
-        if not single and not isinstance(description, (list, tuple)):
+    ) -> list[list[GeneratedAdapter]]:
+        """Adapters for up to :data:`MAX_BATCH` descriptions at once: per description, its
+        ``num_samples`` adapters (one list each, also for ``num_samples=1``)."""
+        if isinstance(descriptions, str) or not isinstance(descriptions, (list, tuple)):
             raise DescriptionError(
-                f"description must be a str or a list of str, got {type(description).__name__}"
+                "generate_batch takes a list of descriptions, got "
+                f"{type(descriptions).__name__}: use generate() for one"
             )
-        texts = [description] if single else list(description)
+        return self._make(list(descriptions), num_samples, temperature, seed, single=False)
+
+    @staticmethod
+    def _require_str(description: object, instead: str) -> None:
+        if isinstance(description, (list, tuple)):
+            raise DescriptionError(f"generate takes one description (a str): use {instead}")
+
+    @torch.no_grad()
+    def _make(
+        self, texts: list[str], num_samples: int, temperature: float, seed: int, single: bool
+    ) -> list[list[GeneratedAdapter]]:
+        """Per text, its ``num_samples`` adapters."""
         if not texts or len(texts) > MAX_BATCH:
             raise ValueError(f"give 1 to {MAX_BATCH} descriptions, got {len(texts)}")
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts):  # here, whatever encoder the generator was given
             check_description(text, where=None if single else f"description {i}")
+        if num_samples < 1 or temperature < 0:
+            raise ValueError(
+                f"need num_samples >= 1 and temperature >= 0, got {num_samples}, {temperature}"
+            )
         if num_samples > 1 and not self.samples_differ:
             warnings.warn(
                 "this generator's decoder ignores its latent (its gates and output heads are "
                 f"untrained): all {num_samples} samples are the same adapter",
-                stacklevel=2,
+                stacklevel=3,
             )
-        emb = self.encoder.encode(texts)
+        emb = self.encoder.encode(texts).reshape(len(texts), -1)
         bank = self.bank  # one bank for the whole call, even if use_zoos swaps it meanwhile
         cond = self.cvae.condition_inputs(bank, emb)
         gen = torch.Generator().manual_seed(seed)
         weights = self.cvae.generate(cond, num_samples, temperature, generator=gen)
         confidences = [self._confidence(bank, cond, weights, i) for i in range(len(texts))]
         out = [
-            self._wrap(bank, texts[i], weights, cond, i, s, temperature, confidences[i])
+            [
+                self._wrap(bank, texts[i], weights, cond, i, s, temperature, confidences[i])
+                for s in range(num_samples)
+            ]
             for i in range(len(texts))
-            for s in range(num_samples)
         ]
         if single and confidences[0].warning:
             logger.warning("%s", confidences[0].warning)
-        return out[0] if single and num_samples == 1 else out
+        return out
 
     def _confidence(self, bank, cond, weights, i: int) -> Confidence:
         sims = cond["sims"][i].float()

@@ -142,7 +142,7 @@ def bench_generate(gen: HyperGen, cfg: BenchConfig, tmp: Path) -> dict:
         "generate -> folder",
     )
     runs = max(3, cfg.repeats // 5)
-    batch = timings(lambda i: gen.generate(list(DESCRIPTIONS[: cfg.batch])), runs, "batch")
+    batch = timings(lambda i: gen.generate_batch(list(DESCRIPTIONS[: cfg.batch])), runs, "batch")
     return {
         "tensors_ms": stats(tensors),
         "peft_folder_ms": stats(folder),

@@ -293,7 +293,7 @@ def run_hypergen(h: Harness, task: Task, examples: list[Example]) -> dict:
 def _generated(h: Harness, texts, with_text: bool) -> Callable[[int, str], tuple]:
     """A variant scoring the generator's adapter for each text (the text also prepended to the
     inputs when ``with_text``)."""
-    made = h.require_generator().generate(list(texts))
+    made = [m[0] for m in h.require_generator().generate_batch(list(texts))]
 
     def variant(examples):
         def one(i, text):
@@ -347,9 +347,7 @@ def run_hypergen_other(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 
 def run_best_of_n(h: Harness, task: Task, examples: list[Example]) -> dict:
-    made = h.require_generator().generate(
-        [task.description], num_samples=h.best_of_n, temperature=1.0, seed=h.seed
-    )
+    made = h.require_generator().sample(task.description, h.best_of_n, temperature=1.0, seed=h.seed)
     pool = list(task.train)
     if len(pool) < h.select_examples:
         raise BaselineError(f"task {task.task_id} has too few training examples to select on")

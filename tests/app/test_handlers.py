@@ -173,7 +173,7 @@ def test_concurrent_requests_each_get_their_own_result(fake_generator):
         results = list(pool.map(lambda i: _request(fake_generator, i), range(6)))
     assert len({str(path.parent) for _, _, path, _ in results}) == 6
     for i, (description, adapter, path, final) in enumerate(results):
-        again = fake_generator.generate(description, num_samples=2, temperature=1.0, seed=i)[1]
+        again = fake_generator.sample(description, 2, temperature=1.0, seed=i)[1]
         for key, value in again.adapter.weights.items():
             assert torch.equal(adapter.adapter.weights[key], value)
         saved = LoraAdapter.from_pretrained(_unzip(path))

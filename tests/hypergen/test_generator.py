@@ -11,6 +11,7 @@ from hypergen.bank import ExpertBank
 from hypergen.cli import main
 from hypergen.cvae import CheckpointError
 from hypergen.encoder import TaskEncoder
+from hypergen.generator import GeneratedAdapter
 from tests.conftest import random_adapter, tiny_llama
 from training.module import new_model
 
@@ -83,17 +84,26 @@ def test_generate_save_and_load_with_peft(setup, tiny_model_dir, tmp_path):
 def test_seeds_samples_and_batches(setup, tiny_model_dir):
     gen = _gen(setup, tiny_model_dir)
     text = "Reverse a word"
-    a = gen.generate(text, num_samples=2, temperature=1.0, seed=1)
-    b = gen.generate(text, num_samples=2, temperature=1.0, seed=1)
-    c = gen.generate(text, num_samples=2, temperature=1.0, seed=2)
+    a = gen.sample(text, 2, temperature=1.0, seed=1)
+    b = gen.sample(text, 2, temperature=1.0, seed=1)
+    c = gen.sample(text, 2, temperature=1.0, seed=2)
     key = "q_proj.B"
     assert torch.equal(a[0].adapter.weights[key], b[0].adapter.weights[key])
     assert not torch.equal(a[0].adapter.weights[key], c[0].adapter.weights[key])
     assert not torch.equal(a[0].adapter.weights[key], a[1].adapter.weights[key])
-    batch = gen.generate([text, "Add two numbers"])
-    assert [g.description for g in batch] == [text, "Add two numbers"]
+    batch = gen.generate_batch([text, "Add two numbers"])
+    assert [[g.description for g in row] for row in batch] == [[text], ["Add two numbers"]]
     single = gen.generate(text)
-    torch.testing.assert_close(batch[0].adapter.weights[key], single.adapter.weights[key])
+    assert isinstance(single, GeneratedAdapter)
+    torch.testing.assert_close(batch[0][0].adapter.weights[key], single.adapter.weights[key])
+    drawn = gen.generate(text, temperature=1.0, seed=1)  # one draw: the first of sample()'s
+    torch.testing.assert_close(drawn.adapter.weights[key], a[0].adapter.weights[key])
+    two = gen.generate_batch([text, "Add two numbers"], num_samples=2, temperature=1.0, seed=1)
+    assert [len(row) for row in two] == [2, 2]
+    with pytest.raises(DescriptionError, match="use generate_batch"):
+        gen.generate([text])
+    with pytest.raises(DescriptionError, match="use generate\\(\\) for one"):
+        gen.generate_batch(text)
 
 
 def test_an_untrained_generator_says_its_samples_are_all_the_merge(setup, tiny_model_dir):
@@ -105,7 +115,7 @@ def test_an_untrained_generator_says_its_samples_are_all_the_merge(setup, tiny_m
                 param.zero_()  # back to a fresh decoder: the latent no longer matters
     assert not gen.samples_differ
     with pytest.warns(UserWarning, match="all 2 samples are the same adapter"):
-        a, b = gen.generate("Reverse a word", num_samples=2, temperature=1.0)
+        a, b = gen.sample("Reverse a word", 2, temperature=1.0)
     assert all(torch.equal(a.adapter.weights[k], v) for k, v in b.adapter.weights.items())
 
 

@@ -74,9 +74,9 @@ def test_hostile_descriptions_get_a_clear_error_or_are_kept_whole(tiny_hypergen,
         with pytest.raises(DescriptionError, match=re.escape(error)):
             tiny_hypergen.generate(text)
         with pytest.raises(DescriptionError, match=re.escape(error)):
-            tiny_hypergen.generate(["Add two numbers", text])  # in a batch too
+            tiny_hypergen.generate_batch(["Add two numbers", text])  # in a batch too
         return
-    made = tiny_hypergen.generate(text, num_samples=2, temperature=1.0)[1]
+    made = tiny_hypergen.sample(text, 2, temperature=1.0)[1]
     assert made.description == text and made.adapter.metadata["description"] == text
     loaded = LoraAdapter.from_pretrained(made.save_pretrained(tmp_path / "a"))
     assert loaded.metadata["description"] == text  # round trip through the file, not truncated

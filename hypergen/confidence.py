@@ -4,7 +4,7 @@ description, and how much the experts it draws on (and its own samples) agree.
 The adapter is built from the retrieved neighbours, so when no expert is near the description
 the adapter is a guess. The threshold below which the shipped system stops helping is measured
 on the held-out benchmark (``hypergen/assets/confidence.json``, written from a
-``hypergen-eval`` run with ``python -m training.calibrate``) and never tuned by hand.
+``hypergen-eval`` run with ``python -m training.evaluation.calibrate``) and never tuned by hand.
 
 Agreement between two updates is the cosine of their ΔW over all layers and modules, computed
 from the LoRA factors without forming ΔW: ``<B1 A1, B2 A2>_F = sum((B1ᵀ B2) ∘ (A1 A2ᵀ))``.

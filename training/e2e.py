@@ -66,8 +66,8 @@ from hypergen.base_model import BaseModel
 from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout, Weights
 from hypergen.prompting import IGNORE_INDEX, make_batch
-from training.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.data import GeneratorDataModule, RowDataset
+from training.evaluation.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.module import RowConditions
 
 logger = logging.getLogger(__name__)

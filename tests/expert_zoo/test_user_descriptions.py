@@ -9,7 +9,7 @@ import re
 from expert_zoo.tasks import is_held_out
 from expert_zoo.tasks.packaged import source_for
 from expert_zoo.tasks.user_descriptions import DESCRIPTIONS_DIR, _table
-from training.evaluate import USER_DESCRIPTIONS, load_user_descriptions
+from training.evaluation.evaluate import USER_DESCRIPTIONS, load_user_descriptions
 
 TEMPLATED = re.compile(r"^(task:|an? [\w ]+ task\.)", re.IGNORECASE)
 

@@ -16,13 +16,14 @@ from hypergen.base_model import load_base_model
 from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
-from tests.training.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
-from training import diagnostics, e2e
-from training.baselines import load_zoo_tasks, zoo_records
+from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
+from training import e2e
 from training.cli import main
 from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
+from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
+from training.scripts import diagnostics
 
 
 def test_batched_lora_gives_each_sequence_its_own_adapter_exactly_as_peft_does():

@@ -1,4 +1,4 @@
-"""The scale part of ``hypergen-bench`` (:mod:`training.bench`): synthetic expert zoos in the real
+"""The scale part of ``hypergen-bench`` (:mod:`training.benchmarks.bench`): synthetic expert zoos in the real
 formats, and what is measured on them.
 
 Experts are random *canonical* adapters: a small pool of random adapters brought to canonical
@@ -22,7 +22,6 @@ import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -35,10 +34,8 @@ from hypergen.adapter_io import CONFIG_NAME, WEIGHTS_NAME, LoraAdapter
 from hypergen.bank import EXPORT_FORMAT, ExpertBank
 from hypergen.generator import HyperGen
 from hypergen.layout import LoraLayout
-from training.measure import rss_bytes, stats, timings
-
-if TYPE_CHECKING:
-    from training.bench import BenchConfig
+from training.benchmarks.config import BenchConfig
+from training.benchmarks.measure import rss_bytes, stats, timings
 
 POOL = 8
 """Distinct random adapters behind a synthetic zoo."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from hypergen.confidence import load_threshold
-from training import calibrate
+from training.evaluation import calibrate
 
 
 def _run(tmp_path, rows):

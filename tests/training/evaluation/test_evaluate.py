@@ -20,8 +20,8 @@ from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.layout import LoraLayout, delta_weights
 from tests.conftest import byte_tokenizer, random_adapter, tiny_llama
-from training import evaluate, methods, report
-from training.baselines import AdapterSlot, merge_topk, similarity_weights
+from training.evaluation import evaluate, methods, report
+from training.evaluation.baselines import AdapterSlot, merge_topk, similarity_weights
 from training.module import new_model
 
 RECIPE = ExpertTrainConfig(steps=2, batch_size=4, max_length=64, eval_examples=2)

@@ -1,6 +1,6 @@
 """The methods of the quality benchmark, each a function ``(harness, task, eval examples) ->
 {"score", "metric", "n", ...}`` over one shared :class:`Harness` (one base model, the zoo, the
-generator, budgets and seeds). See :mod:`training.evaluate` for what each method is.
+generator, budgets and seeds). See :mod:`training.evaluation.evaluate` for what each method is.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.generator import HyperGen
 from hypergen.prompting import told_the_task
-from training import report
-from training.baselines import (
+from training.evaluation import report
+from training.evaluation.baselines import (
     AdapterSlot,
     BaselineError,
     ExpertCache,

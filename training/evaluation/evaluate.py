@@ -42,7 +42,7 @@ Methods (``--methods``, default all, in this order):
 
 Held-out tasks are re-split so that --eval-examples are scored (the same for every method)
 wherever a task has that many plus 40 for training. The user-written descriptions are committed
-in training/held_out_descriptions.json (three per held-out task) and used only here. Every
+in training/evaluation/held_out_descriptions.json (three per held-out task) and used only here. Every
 method also gets, on multiple-choice tasks, the greedy answer's accuracy and in-format rate
 (what a user of the app sees). results.md gives paired differences of hypergen against every
 method (and of each method against its like) with 95% intervals from a two-level bootstrap over
@@ -95,9 +95,22 @@ from hypergen.cvae import CVAEConfig
 from hypergen.encoder import TaskEncoder
 from hypergen.errors import HypergenError
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
-from training import report
-from training.baselines import AdapterSlot, BaselineError, ExpertCache, zoo_recipe, zoo_records
-from training.methods import DEFAULT_METHODS, METHOD_NOTES, METHODS, RUNNERS, Harness, MethodError
+from training.evaluation import report
+from training.evaluation.baselines import (
+    AdapterSlot,
+    BaselineError,
+    ExpertCache,
+    zoo_recipe,
+    zoo_records,
+)
+from training.evaluation.methods import (
+    DEFAULT_METHODS,
+    METHOD_NOTES,
+    METHODS,
+    RUNNERS,
+    Harness,
+    MethodError,
+)
 
 logger = logging.getLogger("hypergen.eval")
 

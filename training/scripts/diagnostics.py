@@ -1,4 +1,4 @@
-"""``python -m training.diagnostics merge-scale``: the validation answer loss of the neighbours'
+"""``python -m training.scripts.diagnostics merge-scale``: the validation answer loss of the neighbours'
 merge scaled by ``s`` (ΔW → s·ΔW), on the validation experts' tasks of ``hypergen-train``'s split.
 
 It asks whether the generator's gates (which rescale the merge per layer and module) have
@@ -7,7 +7,7 @@ global rescaling of the merge cannot beat the untrained generator.
 
 Example::
 
-    python -m training.diagnostics merge-scale --zoo expert_zoo/zoo --examples 8
+    python -m training.scripts.diagnostics merge-scale --zoo expert_zoo/zoo --examples 8
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def merge_scale_losses(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.diagnostics", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m training.scripts.diagnostics", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("merge-scale", help="validation answer loss of the merge scaled by s")
     q.add_argument("--zoo", default="expert_zoo/zoo", help="zoo folder (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""The printed report of ``hypergen-bench`` (:mod:`training.bench`) and its targets.
+"""The printed report of ``hypergen-bench`` (:mod:`training.benchmarks.bench`) and its targets.
 
 Targets say where we stand; they are not gates.
 """

@@ -1,4 +1,4 @@
-"""``python -m training.compare``: paired comparison of methods across ``hypergen-eval`` runs.
+"""``python -m training.evaluation.compare``: paired comparison of methods across ``hypergen-eval`` runs.
 
 Two generators (or a generator and a baseline) scored in separate runs on the same tasks, the
 same eval examples (same ``--seed`` and ``--eval-examples``) can be compared task by task: the
@@ -9,7 +9,7 @@ first run, the mean paired difference, its standard error and on how many tasks 
 
 Example::
 
-    python -m training.compare shipped=results/a:hypergen topk=results/a:topk-merge \\
+    python -m training.evaluation.compare shipped=results/a:hypergen topk=results/a:topk-merge \\
         new=results/b:hypergen --out comparison.md
 """
 
@@ -120,7 +120,7 @@ def markdown(runs: list[tuple[str, dict[str, dict], str]], result: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.compare",
+        prog="python -m training.evaluation.compare",
         description="Compare methods scored in hypergen-eval runs, task by task.",
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -2,7 +2,7 @@
 method recovers, the spread over paraphrased descriptions, and ``results.json`` / ``results.md``
 / ``results.png``.
 
-``results`` is the dict :mod:`training.evaluate` builds; each entry of ``results["tasks"]`` has
+``results`` is the dict :mod:`training.evaluation.evaluate` builds; each entry of ``results["tasks"]`` has
 ``"scores": {method: score}`` (the score with the task's original description),
 ``"losses": {method: answer loss}``, on multiple-choice tasks ``"choice_losses": {method: choice
 loss}`` (both from :func:`expert_zoo.scoring.score_examples`, same description) and
@@ -113,9 +113,9 @@ def comparison_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
 
 def paired(tasks: Sequence[dict], methods: Sequence[str]) -> list[dict]:
     """Paired per-example differences with 95% two-level bootstrap intervals
-    (:func:`training.intervals.paired_bootstrap`) for :func:`comparison_pairs`; tasks without
+    (:func:`training.evaluation.intervals.paired_bootstrap`) for :func:`comparison_pairs`; tasks without
     per-example results (older runs) are left out and counted."""
-    from training.intervals import paired_bootstrap
+    from training.evaluation.intervals import paired_bootstrap
 
     out = []
     for a, b in comparison_pairs(methods):
@@ -228,7 +228,7 @@ def _paired_table(rows: Sequence[dict]) -> list[str]:
     lines = [
         "Paired differences in accuracy, A − B, on the same examples: mean over tasks, 95% "
         "interval from a two-level bootstrap (tasks, then examples within tasks; "
-        "`training/intervals.py`):",
+        "`training/evaluation/intervals.py`):",
         "",
         "| A | B | A − B | 95% interval | excludes 0 | tasks A better / worse |",
         "|---|---|---:|---|---|---:|",

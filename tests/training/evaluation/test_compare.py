@@ -1,4 +1,4 @@
-"""training.compare: paired differences between methods of separate hypergen-eval runs."""
+"""training.evaluation.compare: paired differences between methods of separate hypergen-eval runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from training import compare
+from training.evaluation import compare
 
 
 def _run(folder, entries, progress=False):

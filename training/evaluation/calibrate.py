@@ -1,4 +1,4 @@
-"""``python -m training.calibrate``: the similarity threshold of the confidence warning, measured
+"""``python -m training.evaluation.calibrate``: the similarity threshold of the confidence warning, measured
 on a ``hypergen-eval`` run over held-out tasks.
 
 For each task the run records the similarity of the description to its nearest zoo expert (the
@@ -13,7 +13,7 @@ tasks it rests on; :mod:`hypergen.confidence` reads it.
 
 Example::
 
-    python -m training.calibrate results/quality
+    python -m training.evaluation.calibrate results/quality
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def threshold(points: list[dict]) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m training.calibrate", description=__doc__.split("\n\n")[0]
+        prog="python -m training.evaluation.calibrate", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("run", type=Path, help="a hypergen-eval results folder (with results.json)")
     p.add_argument(
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "threshold": value,
         "how": "smallest nearest-expert similarity above which hypergen (bare input) beats "
-        "base+description on average and below which it does not (training/calibrate.py)",
+        "base+description on average and below which it does not (training/evaluation/calibrate.py)",
         "run": str(args.run),
         "command": results.get("command"),
         "tasks": sorted(points, key=lambda p: p["similarity"]),

@@ -14,8 +14,8 @@ from hypergen.bank import ExpertBank
 from hypergen.layout import LoraLayout
 from tests.conftest import tiny_llama
 from tests.hypergen.test_generator import encoder, setup  # noqa: F401  (fixtures)
-from training import bench_scale as bench_zoo
-from training.bench import main
+from training.benchmarks import bench_scale as bench_zoo
+from training.benchmarks.bench import main
 
 
 def numbers(tree, path=""):
@@ -71,7 +71,7 @@ def test_ratios_come_from_the_figures(result):
 
 
 def test_report_is_printed(result, capsys):
-    from training.bench_report import render
+    from training.benchmarks.bench_report import render
 
     text = render(result)
     for words in ("command", "machine", "cold start", "swap", "add one expert", "targets"):

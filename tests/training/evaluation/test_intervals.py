@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.intervals import paired_bootstrap
+from training.evaluation.intervals import paired_bootstrap
 
 
 def test_a_constant_difference_has_a_zero_width_interval():

@@ -40,19 +40,14 @@ below 1 at cosine 1).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
@@ -60,128 +55,24 @@ from tqdm.auto import tqdm
 from expert_zoo.scoring import _decoder_and_head
 from expert_zoo.tasks import Example, Task
 from expert_zoo.train import ExpertTrainConfig
-from hypergen._fs import atomic_dir
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel
 from hypergen.cvae import LoraCVAE
-from hypergen.layout import LoraLayout, Weights
+from hypergen.layout import Weights
 from hypergen.prompting import IGNORE_INDEX, make_batch
 from training.data import GeneratorDataModule, RowDataset
+from training.e2e_config import DTYPES, TRAINABLE, E2EConfig
+from training.e2e_state import (
+    append_metrics,
+    load_state,
+    save_best,
+    save_state,
+)
 from training.evaluation.baselines import load_zoo_tasks, zoo_recipe, zoo_records
+from training.lora_batch import BatchedLora, dw_inner, geometry
 from training.module import RowConditions
 
 logger = logging.getLogger(__name__)
-
-STATE_FORMAT = 1
-"""Version of the ``<state>/checkpoint`` layout; a resume refuses another one."""
-TRAINABLE = ("all", "gates", "layer-scales")
-
-
-@dataclass
-class E2EConfig:
-    """The end-to-end stage's recipe (``[e2e]`` of a ``hypergen-train --config`` file)."""
-
-    steps: int = 2000
-    tasks_per_step: int = 8
-    """Training experts per step, each with one of its descriptions."""
-    examples_per_task: int = 1
-    lr: float = 1e-4
-    warmup_steps: int = 50
-    """Linear learning-rate warm-up; constant after it (a run can be extended)."""
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-    anchor_weight: float = 1e-3
-    """Weight of the mean square of the decoder's residual from the merge (normalised space)."""
-    kl_weight: float = 0.0
-    """> 0: decode z ~ p(z|c) in training and add kl_weight · KL(p(z|c) ‖ N(0, I))."""
-    trainable: str = "all"
-    """``all`` the generator's parameters, ``gates`` only the merge gates, ``layer-scales``
-    only the per-(layer, module) ΔW factors (needs a generator built with them)."""
-    val_every: int = 100
-    val_examples: int = 8
-    save_every_s: float = 300.0
-    max_length: int = 160
-    base_dtype: str = "bfloat16"
-    """Precision of the frozen base model's forward and backward (bfloat16: about 2.5x faster
-    on CPUs with AVX-512 BF16); the generator and its adapters stay float32."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "tasks_per_step", "examples_per_task", "val_every", "max_length")
-        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
-        if self.val_examples < 1:
-            bad.append(f"val_examples={self.val_examples}")
-        if bad:
-            raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
-        if self.lr <= 0 or min(self.anchor_weight, self.kl_weight, self.weight_decay) < 0:
-            raise ValueError("need lr > 0 and anchor_weight, kl_weight, weight_decay >= 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
-        if self.base_dtype not in DTYPES:
-            raise ValueError(f"base_dtype must be one of {sorted(DTYPES)}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> E2EConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown end-to-end settings {unknown}")
-        return cls(**data)
-
-
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-class BatchedLora:
-    """Adds a different LoRA update to every sequence of a batch, through forward hooks on the
-    target linears of a frozen model: ``y += scaling · (x Aᵀ) Bᵀ`` with ``A, B`` of the
-    sequence's adapter (PEFT's LoRA forward without dropout, but differentiable in ``A, B``).
-
-    Use as a context manager; between :meth:`set` and :meth:`clear` every forward of the model
-    uses the adapters set.
-    """
-
-    def __init__(self, model: torch.nn.Module, layout: LoraLayout):
-        self.layout = layout
-        self.weights: Weights | None = None
-        self.rows: Tensor | None = None
-        self._handles = [
-            model.get_submodule(layout.paths[m].format(layer=layer)).register_forward_hook(
-                partial(self._hook, m, layer)
-            )
-            for m in layout.modules
-            for layer in range(layout.num_layers)
-        ]
-
-    def set(self, weights: Weights, rows: Tensor) -> None:
-        """``weights``: stacked ``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}``; ``rows``:
-        ``(S,)`` the adapter (0..n-1) of each of the S sequences of the next forwards."""
-        self.weights, self.rows = weights, rows
-
-    def clear(self) -> None:
-        self.weights = self.rows = None
-
-    def _hook(self, module: str, layer: int, _mod, args, output: Tensor) -> Tensor:
-        if self.weights is None:
-            return output
-        a = self.weights[f"{module}.A"][:, layer][self.rows]  # (S, r, in)
-        b = self.weights[f"{module}.B"][:, layer][self.rows]  # (S, out, r)
-        low = torch.einsum("sti,sri->str", args[0].to(a.dtype), a)
-        update = torch.einsum("str,sor->sto", low, b) * self.layout.scaling
-        return output + update.to(output.dtype)
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def __enter__(self) -> BatchedLora:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
 
 
 def check_trainable(model: LoraCVAE, trainable: str) -> None:
@@ -214,27 +105,6 @@ def trained_parameters(model: LoraCVAE, trainable: str) -> list[torch.nn.Paramet
     if trainable == "layer-scales":
         return list(model.layer_scales.parameters())
     return list(model.parameters())
-
-
-def dw_inner(x: Weights, y: Weights, modules: Sequence[str]) -> Tensor:
-    """``Σ_{layer, module} ⟨B_x A_x, B_y A_y⟩_F`` per leading index ``(n,)``, from ``r × r``
-    products of the factors (no ``out × in`` matrix is formed)."""
-    total = 0
-    for m in modules:
-        bb = x[f"{m}.B"].transpose(-1, -2) @ y[f"{m}.B"]  # (n, L, r, r)
-        aa = x[f"{m}.A"] @ y[f"{m}.A"].transpose(-1, -2)
-        total = total + (bb * aa).sum((-1, -2)).sum(-1)
-    return total
-
-
-def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict[str, float]:
-    """Mean over rows of ‖ΔW_gen‖ / ‖ΔW_merge‖ and of cos(ΔW_gen, ΔW_merge) (all layers and
-    modules as one vector)."""
-    gg, mm = dw_inner(generated, generated, modules), dw_inner(merge, merge, modules)
-    gm = dw_inner(generated, merge, modules)
-    ratio = (gg / mm.clamp_min(1e-30)).sqrt()
-    cos = gm / (gg * mm).sqrt().clamp_min(1e-30)
-    return {"norm_ratio": float(ratio.mean()), "cos_merge": float(cos.mean())}
 
 
 class EndToEnd:
@@ -471,8 +341,8 @@ def train_e2e(
         if record["reference"]:
             record["initial"] = stage.validate()
             record["best"] = {"step": 0, "val_loss": record["initial"]["val_loss"]}
-            _save_best(state, model, record)
-        _append(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
+            save_best(state, model, record)
+        append_metrics(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
         save_state(state, settings, model, opt, record)
     else:
         logger.info("resuming the end-to-end stage at step %d from %s", record["step"], state)
@@ -494,8 +364,8 @@ def train_e2e(
             line.update({k: round(v, 6) for k, v in metrics.items()})
             if metrics and metrics["val_loss"] < record["best"]["val_loss"]:
                 record["best"] = {"step": record["step"], "val_loss": metrics["val_loss"]}
-                _save_best(state, model, record)
-        _append(state, line)
+                save_best(state, model, record)
+        append_metrics(state, line)
         bar.update()
         bar.set_postfix(loss=f"{line['lm']:.3f}", best=_best_text(record))
         record["seconds"] = time.perf_counter() - start
@@ -516,104 +386,6 @@ def _best_text(record: dict) -> str:
     return "-" if best is None else f"{best['val_loss']:.3f}@{best['step']}"
 
 
-def settings_key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def save_state(state: Path, settings: dict, model: LoraCVAE, opt, record: dict) -> None:
-    """``<state>/checkpoint``: ``state.json`` (step, record, settings, the optimiser's
-    hyper-parameters), the generator (float32) and ``optimizer.safetensors`` (AdamW moments),
-    renamed into place together."""
-    packed, groups = _pack_optimizer(opt)
-    with atomic_dir(state / "checkpoint", overwrite=True) as tmp:
-        model.save_pretrained(tmp / "generator")
-        save_file(packed, str(tmp / "optimizer.safetensors"), metadata={"format": "pt"})
-        meta = {
-            "format": STATE_FORMAT,
-            "settings": settings,
-            "settings_sha256": settings_key(settings),
-            "record": record,
-            "param_groups": groups,
-        }
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
-
-
-def load_state(state: Path, settings: dict, model: LoraCVAE, opt) -> dict | None:
-    """Load ``<state>/checkpoint`` into ``model`` and ``opt``; ``None`` when there is none.
-    A checkpoint of another format or made with other settings raises ``ValueError``."""
-    folder = state / "checkpoint"
-    if not (folder / "state.json").is_file():
-        return None
-    meta = json.loads((folder / "state.json").read_text())
-    if meta.get("format") != STATE_FORMAT:
-        raise ValueError(f"{folder} has state format {meta.get('format')}, not {STATE_FORMAT}")
-    if meta["settings_sha256"] != settings_key(settings):
-        changed = sorted(
-            k
-            for k in {*settings, *meta["settings"]}
-            if json.dumps(settings.get(k), default=str)
-            != json.dumps(meta["settings"].get(k), default=str)
-        )
-        raise ValueError(
-            f"{state} holds a run started with other settings (differing: {', '.join(changed)}); "
-            "resume it with the same ones, or pass another --state folder"
-        )
-    saved = LoraCVAE.from_pretrained(folder / "generator", model.layout, model.config.embed_dim)
-    model.load_state_dict(saved.state_dict())
-    opt.load_state_dict(_unpack_optimizer(load_file(str(folder / "optimizer.safetensors")), meta))
-    _truncate(state, meta["record"]["step"])
-    return meta["record"]
-
-
-def _pack_optimizer(opt) -> tuple[dict[str, Tensor], list[dict]]:
-    sd = opt.state_dict()
-    packed = {
-        f"{i}.{name}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-        for i, entry in sd["state"].items()
-        for name, v in entry.items()
-    }
-    return packed, sd["param_groups"]
-
-
-def _unpack_optimizer(packed: dict[str, Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in packed.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _save_best(state: Path, model: LoraCVAE, record: dict) -> None:
-    model.save_pretrained(state / "best", overwrite=True)
-    (state / "best" / "step.json").write_text(json.dumps(record["best"]))
-
-
-def _append(state: Path, line: dict, reset: bool = False) -> None:
-    state.mkdir(parents=True, exist_ok=True)
-    with (state / "metrics.jsonl").open("w" if reset else "a") as f:
-        f.write(json.dumps(line) + "\n")
-
-
-def _truncate(state: Path, step: int) -> None:
-    """Drop metric lines of steps after the checkpoint (they will be run again)."""
-    path = state / "metrics.jsonl"
-    if not path.exists():
-        return
-    kept = []
-    for text in path.read_text().splitlines():
-        try:
-            if json.loads(text)["step"] <= step:
-                kept.append(text)
-        except (json.JSONDecodeError, KeyError):
-            break
-    path.write_text("".join(t + "\n" for t in kept))
-
-
-def read_metrics(state: Path) -> list[dict]:
-    path = state / "metrics.jsonl"
-    return [json.loads(t) for t in path.read_text().splitlines()] if path.exists() else []
-
-
 def summary(record: dict) -> str:
     ref, start = record.get("reference") or {}, record.get("initial") or {}
     if not ref:
@@ -624,16 +396,3 @@ def summary(record: dict) -> str:
         f"{best['val_loss']:.4f} (best at step {best['step']}; neighbours' merge "
         f"{ref['val_loss_merge']:.4f}, no adapter {ref['val_loss_base']:.4f})"
     )
-
-
-__all__ = [
-    "BatchedLora",
-    "E2EConfig",
-    "EndToEnd",
-    "check_trainable",
-    "geometry",
-    "learning_rate",
-    "read_metrics",
-    "train_e2e",
-    "zoo_tasks",
-]

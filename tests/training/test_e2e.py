@@ -17,7 +17,7 @@ from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
 from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
-from training import e2e
+from training import e2e_state
 from training.cli import main
 from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
@@ -105,7 +105,7 @@ def test_a_few_steps_lower_the_loss_on_the_validation_experts_tasks(parts, tmp_p
     assert start["norm_ratio"] == pytest.approx(1.0, abs=0.05)  # near the merge at step 0...
     assert start["cos_merge"] == pytest.approx(1.0, abs=0.05)
     assert record["initial"]["val_loss"] != pytest.approx(record["reference"]["val_loss_base"])
-    lines = e2e.read_metrics(tmp_path / "state")
+    lines = e2e_state.read_metrics(tmp_path / "state")
     assert [x["step"] for x in lines] == list(range(13))
     trained = [x for x in lines if "val_loss" in x and x["step"] > 0]
     moved = [abs(x["norm_ratio"] - start["norm_ratio"]) for x in trained]
@@ -150,9 +150,9 @@ def test_a_stopped_run_resumes_exactly(parts, setup, tmp_path):  # noqa: F811
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
     for name, value in second.model.state_dict().items():  # the best weights, the same ones
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
-    steps = [x["step"] for x in e2e.read_metrics(tmp_path / "split")]
+    steps = [x["step"] for x in e2e_state.read_metrics(tmp_path / "split")]
     assert steps == list(range(7))
-    assert "sample_spread" in e2e.read_metrics(tmp_path / "split")[3]
+    assert "sample_spread" in e2e_state.read_metrics(tmp_path / "split")[3]
     with pytest.raises(ValueError, match="other settings"):
         train_e2e(fresh(6), tmp_path / "split", {"run": 2}, progress=False)
 
@@ -207,7 +207,7 @@ def test_cli_reads_a_toml_recipe_and_resumes(setup, tiny_model_dir, tmp_path, ca
     assert main([*longer, "--sft-steps", "3"]) == 0  # flags override the file; a longer run
     again = json.loads((tmp_path / "b" / "config.json").read_text())["extra"]["sft"]
     assert again["step"] == 3
-    assert [x["step"] for x in e2e.read_metrics(state)] == [0, 1, 2, 3]
+    assert [x["step"] for x in e2e_state.read_metrics(state)] == [0, 1, 2, 3]
     bad = tmp_path / "bad.toml"
     bad.write_text("sft_stepz = 3\n")
     with pytest.raises(SystemExit):

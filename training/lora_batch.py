@@ -1,0 +1,83 @@
+"""A different LoRA for every sequence of a batch through a frozen model, and the geometry of
+LoRA updates computed from their factors (used by the end-to-end stage, :mod:`training.e2e`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from hypergen.layout import LoraLayout, Weights
+
+
+class BatchedLora:
+    """Adds a different LoRA update to every sequence of a batch, through forward hooks on the
+    target linears of a frozen model: ``y += scaling · (x Aᵀ) Bᵀ`` with ``A, B`` of the
+    sequence's adapter (PEFT's LoRA forward without dropout, but differentiable in ``A, B``).
+
+    Use as a context manager; between :meth:`set` and :meth:`clear` every forward of the model
+    uses the adapters set.
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: LoraLayout):
+        self.layout = layout
+        self.weights: Weights | None = None
+        self.rows: Tensor | None = None
+        self._handles = [
+            model.get_submodule(layout.paths[m].format(layer=layer)).register_forward_hook(
+                partial(self._hook, m, layer)
+            )
+            for m in layout.modules
+            for layer in range(layout.num_layers)
+        ]
+
+    def set(self, weights: Weights, rows: Tensor) -> None:
+        """``weights``: stacked ``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}``; ``rows``:
+        ``(S,)`` the adapter (0..n-1) of each of the S sequences of the next forwards."""
+        self.weights, self.rows = weights, rows
+
+    def clear(self) -> None:
+        self.weights = self.rows = None
+
+    def _hook(self, module: str, layer: int, _mod, args, output: Tensor) -> Tensor:
+        if self.weights is None:
+            return output
+        a = self.weights[f"{module}.A"][:, layer][self.rows]  # (S, r, in)
+        b = self.weights[f"{module}.B"][:, layer][self.rows]  # (S, out, r)
+        low = torch.einsum("sti,sri->str", args[0].to(a.dtype), a)
+        update = torch.einsum("str,sor->sto", low, b) * self.layout.scaling
+        return output + update.to(output.dtype)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> BatchedLora:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def dw_inner(x: Weights, y: Weights, modules: Sequence[str]) -> Tensor:
+    """``Σ_{layer, module} ⟨B_x A_x, B_y A_y⟩_F`` per leading index ``(n,)``, from ``r × r``
+    products of the factors (no ``out × in`` matrix is formed)."""
+    total = 0
+    for m in modules:
+        bb = x[f"{m}.B"].transpose(-1, -2) @ y[f"{m}.B"]  # (n, L, r, r)
+        aa = x[f"{m}.A"] @ y[f"{m}.A"].transpose(-1, -2)
+        total = total + (bb * aa).sum((-1, -2)).sum(-1)
+    return total
+
+
+def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict[str, float]:
+    """Mean over rows of ‖ΔW_gen‖ / ‖ΔW_merge‖ and of cos(ΔW_gen, ΔW_merge) (all layers and
+    modules as one vector)."""
+    gg, mm = dw_inner(generated, generated, modules), dw_inner(merge, merge, modules)
+    gm = dw_inner(generated, merge, modules)
+    ratio = (gg / mm.clamp_min(1e-30)).sqrt()
+    cos = gm / (gg * mm).sqrt().clamp_min(1e-30)
+    return {"norm_ratio": float(ratio.mean()), "cos_merge": float(cos.mean())}

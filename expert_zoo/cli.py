@@ -192,8 +192,8 @@ def source_table(records) -> list[str]:
 
     from expert_zoo.tasks.packaged import SOURCES
 
-    licences = {s.package: s.licence for s in SOURCES}
-    licences["bigbench"] = "BIG-bench: Apache-2.0 (bigbench 1.0.0 sdist)"
+    licences = {s.task_id: s.licence for s in SOURCES}  # one package may hold several licences
+    bigbench = "BIG-bench: Apache-2.0 (bigbench 1.0.0 sdist)"
     rows = ["| source | experts | families | beat the base | median gain | licence |"]
     rows.append("|---|---:|---:|---:|---:|---|")
     by_source: dict[str, list] = {}
@@ -202,11 +202,13 @@ def source_table(records) -> list[str]:
     for source in sorted(by_source):
         group = by_source[source]
         gains = [r.metrics["gain"] for r in group if "gain" in r.metrics]
+        fallback = bigbench if source == "bigbench" else "see the task file"
+        licence = "; ".join(dict.fromkeys(licences.get(r.task_id, fallback) for r in group))
         rows.append(
             f"| {source} | {len(group)} | {len({r.family for r in group})} | "
             f"{sum(not r.flagged for r in group)} | "
             f"{f'{statistics.median(gains):+.3f}' if gains else 'n/a'} | "
-            f"{licences.get(source, 'see the task file')} |"
+            f"{licence} |"
         )
     return rows
 

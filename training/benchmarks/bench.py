@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from expert_zoo.tasks import synthetic_tasks
 from expert_zoo.train import ExpertTrainConfig, train_expert
 from hypergen.apply import apply_adapter, merge_into_base
-from hypergen.bank import read_zoo_export
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
 from training.benchmarks.bench_report import render, targets
 from training.benchmarks.bench_scale import bench_scale
@@ -158,12 +157,8 @@ def bench_swap(gen: HyperGen, cfg: BenchConfig) -> dict:
 def zoo_recipe(zoo: Path, cfg: BenchConfig) -> tuple[ExpertTrainConfig, str]:
     """The zoo's recorded recipe (else :data:`ZOO_RECIPE`), steps overridden by ``--train-steps``."""
     try:
-        records = (
-            json.loads((zoo / "manifest.json").read_text())["experts"]
-            if zoo.is_dir()
-            else read_zoo_export(zoo, weights=False).records
-        )
-        recipe, source = baselines.zoo_recipe(records), "recorded by the zoo"
+        recipe = baselines.zoo_recipe(baselines.zoo_records(zoo))
+        source = "recorded by the zoo"
     except (baselines.BaselineError, OSError, KeyError, ValueError):
         recipe, source = ZOO_RECIPE, "expert_zoo/README.md"
     if cfg.train_steps is not None:

@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from expert_zoo.tasks import Task, TaskError
 from expert_zoo.train import ExpertTrainConfig, train_expert
 from hypergen._fs import path_lock
 from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, is_merged, swap_adapter
-from hypergen.bank import ZOO_MANIFEST, ExpertBank
+from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel
 from hypergen.errors import HypergenError
 from hypergen.layout import LoraLayout
+from hypergen.zoo_format import zoo_records as read_zoo_records
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +125,9 @@ def merge_topk(adapters: Sequence[LoraAdapter], weights: Sequence[float]) -> Lor
 # --- the zoo's records, recipe and tasks ------------------------------------------------------
 def zoo_records(path: str | Path) -> list[dict]:
     """The expert records of a zoo folder or export file (no weights are read)."""
-    path = Path(path)
     try:
-        if path.is_dir():
-            return json.loads((path / ZOO_MANIFEST).read_text())["experts"]
-        with safe_open(str(path), framework="pt") as f:
-            return json.loads((f.metadata() or {})["zoo"])["experts"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        return read_zoo_records(path)
+    except HypergenError as exc:  # a damaged manifest (ZooError) or export file (BankError)
         raise BaselineError(f"cannot read the expert records of zoo {path}: {exc}") from exc
 
 

@@ -73,18 +73,20 @@ def _cmd_add(zoo: ExpertZoo, args) -> int:
 
 
 def source_tasks(source: str, limit: int | None = None):
-    """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from package
-    archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or ``synthetic``."""
+    """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from PyPI and
+    Debian package archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or
+    ``synthetic``."""
     from itertools import chain, islice
 
     from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
+    from expert_zoo.tasks.debian import iter_debian_tasks
     from expert_zoo.tasks.packaged import iter_packaged_tasks
 
     if source == "synthetic":
         return [t for t in synthetic_tasks() if not is_held_out(t.family)][:limit]
     parts = []
     if source in ("packages", "all"):
-        parts.append(iter_packaged_tasks(split="train"))
+        parts += [iter_packaged_tasks(split="train"), iter_debian_tasks(split="train")]
     if source in ("bigbench", "all"):
         parts.append(iter_bigbench_tasks(split="train", order="family"))
     return islice(chain(*parts), limit)

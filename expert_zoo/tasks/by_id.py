@@ -8,9 +8,11 @@ from .base import Task, TaskError
 
 
 def _prefixes() -> tuple[str, ...]:
+    from .debian import DEBIAN_ARCHIVES
     from .packaged import ARCHIVES
 
-    return ("bigbench:", "synthetic:", *(f"{p}:" for p in ARCHIVES))
+    packages = (*ARCHIVES, *DEBIAN_ARCHIVES)
+    return ("bigbench:", "synthetic:", *(f"{p}:" for p in packages))
 
 
 SOURCES = _prefixes()
@@ -23,13 +25,14 @@ def can_reload(task_id: str) -> bool:
 
 def load_tasks(task_ids: Sequence[str]) -> list[Task]:
     """The tasks of ``task_ids`` in order: ``bigbench:`` ids from the cached BIG-bench sdist,
-    packaged ids from their package archives, ``synthetic:`` ids rebuilt in code.
+    packaged ids from their PyPI or Debian package archives, ``synthetic:`` ids rebuilt in code.
 
     Raises:
         TaskError: an id of a source that cannot be re-loaded, or an unknown id.
     """
     from .bigbench import load_bigbench_task
     from .bigbench_sdist import ensure_extracted
+    from .debian import DEBIAN_ARCHIVES, load_debian_task
     from .packaged import ensure_archive, load_source, source_for
     from .synthetic import synthetic_tasks
 
@@ -53,6 +56,11 @@ def load_tasks(task_ids: Sequence[str]) -> list[Task]:
             tasks.append(synthetic[task_id])
         elif task_id.startswith("bigbench:"):
             tasks.append(load_bigbench_task(extracted, task_id))
+        elif task_id.split(":", 1)[0] in DEBIAN_ARCHIVES:
+            try:
+                tasks.append(load_debian_task(task_id))
+            except KeyError as exc:
+                raise TaskError(str(exc)) from exc
         else:
             try:
                 source = source_for(task_id)

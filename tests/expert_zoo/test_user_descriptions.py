@@ -7,6 +7,7 @@ import json
 import re
 
 from expert_zoo.tasks import is_held_out
+from expert_zoo.tasks.debian import DEBIAN_ARCHIVES, debian_source_for
 from expert_zoo.tasks.packaged import source_for
 from expert_zoo.tasks.user_descriptions import DESCRIPTIONS_DIR, _table
 from training.evaluation.evaluate import USER_DESCRIPTIONS, load_user_descriptions
@@ -17,6 +18,8 @@ TEMPLATED = re.compile(r"^(task:|an? [\w ]+ task\.)", re.IGNORECASE)
 def _family(task_id: str) -> str:
     if task_id.startswith("bigbench:"):
         return task_id.removeprefix("bigbench:").split("/")[0]
+    if task_id.split(":")[0] in DEBIAN_ARCHIVES:
+        return debian_source_for(task_id).family
     return source_for(task_id).family
 
 

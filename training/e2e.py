@@ -269,8 +269,9 @@ class EndToEnd:
         return total / len(examples)
 
     @torch.no_grad()
-    def reference(self) -> dict[str, float]:
-        """The validation loss of the neighbours' merge and of no adapter (fixed during a run)."""
+    def reference(self) -> dict:
+        """The validation loss of the neighbours' merge and of no adapter (fixed during a run),
+        and the validation experts in the order of the per-task metrics."""
         rows = self.val_rows()
         if not rows:
             return {}
@@ -279,10 +280,11 @@ class EndToEnd:
         return {
             "val_loss_merge": self._val_loss(merge, examples, owner),
             "val_loss_base": self._val_loss(None, examples, owner),
+            "val_experts": [self.bank.expert_ids[int(self.bank.row_expert[r])] for r in rows],
         }
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict:
         """``val_loss`` (generated), ``val_loss_other`` (each task with the adapter generated
         from the next validation task's description), ``norm_ratio``, ``cos_merge`` and, with
         a latent in training, ``sample_spread`` (‖ΔW₁ − ΔW₂‖ / ‖ΔW_mean‖ of two samples)."""
@@ -361,7 +363,7 @@ def train_e2e(
         record["step"] = step + 1
         if record["step"] % c.val_every == 0 or record["step"] == c.steps:
             metrics = stage.validate()
-            line.update({k: round(v, 6) for k, v in metrics.items()})
+            line.update({k: v if isinstance(v, list) else round(v, 6) for k, v in metrics.items()})
             if metrics and metrics["val_loss"] < record["best"]["val_loss"]:
                 record["best"] = {"step": record["step"], "val_loss": metrics["val_loss"]}
                 save_best(state, model, record)

@@ -73,11 +73,16 @@ def dw_inner(x: Weights, y: Weights, modules: Sequence[str]) -> Tensor:
     return total
 
 
-def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict[str, float]:
-    """Mean over rows of ‖ΔW_gen‖ / ‖ΔW_merge‖ and of cos(ΔW_gen, ΔW_merge) (all layers and
-    modules as one vector)."""
+def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict:
+    """‖ΔW_gen‖ / ‖ΔW_merge‖ and cos(ΔW_gen, ΔW_merge) (all layers and modules as one vector):
+    their means over rows (``norm_ratio``, ``cos_merge``) and per row (``…_by_task``)."""
     gg, mm = dw_inner(generated, generated, modules), dw_inner(merge, merge, modules)
     gm = dw_inner(generated, merge, modules)
     ratio = (gg / mm.clamp_min(1e-30)).sqrt()
     cos = gm / (gg * mm).sqrt().clamp_min(1e-30)
-    return {"norm_ratio": float(ratio.mean()), "cos_merge": float(cos.mean())}
+    return {
+        "norm_ratio": float(ratio.mean()),
+        "cos_merge": float(cos.mean()),
+        "norm_ratio_by_task": [round(float(x), 4) for x in ratio],
+        "cos_merge_by_task": [round(float(x), 4) for x in cos],
+    }

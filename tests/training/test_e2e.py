@@ -23,7 +23,7 @@ from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
-from training.scripts import diagnostics
+from training.scripts import diagnostics, e2e_curves
 
 
 def test_batched_lora_gives_each_sequence_its_own_adapter_exactly_as_peft_does():
@@ -110,7 +110,12 @@ def test_a_few_steps_lower_the_loss_on_the_validation_experts_tasks(parts, tmp_p
     trained = [x for x in lines if "val_loss" in x and x["step"] > 0]
     moved = [abs(x["norm_ratio"] - start["norm_ratio"]) for x in trained]
     assert max(moved) > 1e-3  # ...and it moves
+    assert len(start["norm_ratio_by_task"]) == len(record["reference"]["val_experts"])
     stage.close()
+    png = tmp_path / "curves.png"
+    assert e2e_curves.main([str(tmp_path / "state"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [x["step"] for x in e2e_curves.validated(tmp_path / "state")] == [0, 4, 8, 12]
 
 
 def test_a_stopped_run_resumes_exactly(parts, setup, tmp_path):  # noqa: F811

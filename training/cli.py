@@ -41,7 +41,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
-from training import e2e
+from training import e2e, provenance
 from training.data import GeneratorDataModule, load_bank
 from training.e2e import TRAINABLE, E2EConfig, EndToEnd, check_trainable, zoo_tasks
 from training.module import GeneratorModule, new_model
@@ -410,25 +410,27 @@ def train(args: argparse.Namespace) -> int:
     model = warm or new_model(bank, data.train_experts, **sizes, **_losses(args))
     if args.sft_steps > 0:  # before any reconstruction epochs, not after them
         check_trainable(model, args.sft_train)
-    start, record, lines = time.perf_counter(), {}, []
+    start, new, lines = time.perf_counter(), [], []
+    origin = {"zoo": bank.name, "warm_start": None if warm is None else str(args.warm_start)}
     if args.epochs > 0:
         module, trainer = _reconstruction_stage(args, bank, data, model, logs)
         if not trainer.is_global_zero:
             return 0
         record = _record(module, trainer, data, args, time.perf_counter() - start)
+        new.append({"stage": "reconstruction", **origin, **record})
         lines.append(_recon_summary(module, record))
+        origin["warm_start"] = None  # the next stage starts from this one's output
     if args.sft_steps > 0:
         sft_data = GeneratorDataModule(
             bank, k, args.sft_rows, args.val_fraction, args.seed, args.exclude_same_family
         )
-        record["sft"] = _sft_stage(args, bank, sft_data, model, logs)
-        lines.append(e2e.summary(record["sft"]))
+        record = _sft_stage(args, bank, sft_data, model, logs)
+        new.append({"stage": "end-to-end", **origin, **record})
+        lines.append(e2e.summary(record))
     config = model.config
     config.zoo, config.encoder, config.base_model = bank.name, bank.encoder, bank.base_model
-    if warm is not None:  # keep the history: what the starting generator had recorded
-        record["warm_start"] = str(args.warm_start)
-        record["warm_start_record"] = config.extra  # replaced just below
-    config.extra = {**record, "seconds_total": round(time.perf_counter() - start, 1)}
+    base = config.extra if warm is not None else {}  # a warm start keeps its history
+    config.extra = provenance.extend(base, new, time.perf_counter() - start)
     dtype = {"float16": torch.float16, "float32": torch.float32}[args.save_dtype]
     model.cpu().eval().save_pretrained(args.out, overwrite=args.overwrite, dtype=dtype)
     print(f"wrote {args.out}: {model.num_parameters():,} parameters (logs in {logs})")

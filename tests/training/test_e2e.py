@@ -6,6 +6,7 @@ CLI runs the stage from a TOML recipe."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from hypergen.cvae import LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
 from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
-from training import e2e_state
+from training import e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
@@ -60,6 +61,20 @@ def _stage(parts, **recipe) -> EndToEnd:
     settings = {"tasks_per_step": 2, "examples_per_task": 2, "max_length": 64, "val_examples": 2}
     settings.update(base_dtype="float32", **recipe)
     return EndToEnd(model, bank, base, tasks, data, E2EConfig(**settings))
+
+
+def test_the_older_nested_history_reads_as_flat_stages():
+    shipped = json.loads(
+        (Path(__file__).parents[2] / "hypergen/assets/generator/config.json").read_text()
+    )["extra"]
+    flat = provenance.stages(shipped)  # two end-to-end stages, the older one first
+    assert [s["stage"] for s in flat] == ["end-to-end", "end-to-end"]
+    assert flat[0]["warm_start"] is None and flat[1]["warm_start"] == shipped["warm_start"]
+    assert flat[1] == {"stage": "end-to-end", "warm_start": shipped["warm_start"], **shipped["sft"]}
+    extended = provenance.extend(shipped, [{"stage": "end-to-end", "steps": 3}], 1.0)
+    assert provenance.stages(extended) == [*flat, {"stage": "end-to-end", "steps": 3}]
+    with pytest.raises(ValueError, match="unknown training stages"):
+        provenance.extend({}, [{"stage": "magic"}], 1.0)
 
 
 def test_gradients_reach_the_generator_and_never_the_base_model(parts):
@@ -177,14 +192,16 @@ def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, 
     argv += ["--sft-val-every", "2", "--val-fraction", "0.3"]
     assert main(argv) == 0
     assert "end-to-end stage: 4 steps; val_loss" in capsys.readouterr().out
-    record = json.loads((out / "config.json").read_text())["extra"]
-    sft = record["sft"]
+    recorded = json.loads((out / "config.json").read_text())["extra"]["stages"]
+    shipped_kind = provenance.stages(LoraCVAE.from_pretrained(setup / "generator").config.extra)
+    assert recorded[: len(shipped_kind)] == shipped_kind  # the warm start's history stays
+    sft = recorded[-1]
+    assert sft["stage"] == "end-to-end" and sft["warm_start"] == str(setup / "generator")
     assert sft["step"] == 4 and sft["seconds"] > 0 and sft["recipe"]["tasks_per_step"] == 2
     assert {"val_loss", "val_loss_other", "norm_ratio", "cos_merge"} <= set(sft["initial"])
     assert {"val_loss_merge", "val_loss_base"} <= set(sft["reference"])
     assert sft["best"]["val_loss"] <= sft["initial"]["val_loss"]
-    assert "epochs" not in record  # no reconstruction epochs ran
-    assert record["warm_start"] == str(setup / "generator")
+    assert len(recorded) == len(shipped_kind) + 1  # no reconstruction epochs ran
     assert (tmp_path / "logs" / "e2e-state" / "checkpoint" / "state.json").is_file()
     reloaded = LoraCVAE.from_pretrained(out)
     original = LoraCVAE.from_pretrained(setup / "generator")
@@ -205,12 +222,12 @@ def test_cli_reads_a_toml_recipe_and_resumes(setup, tiny_model_dir, tmp_path, ca
     argv = ["--config", str(recipe), "--out", str(tmp_path / "a"), "--state", str(state)]
     argv += ["--base-model", str(tiny_model_dir), "--quiet"]
     assert main(argv) == 0
-    first = json.loads((tmp_path / "a" / "config.json").read_text())["extra"]["sft"]
+    first = json.loads((tmp_path / "a" / "config.json").read_text())["extra"]["stages"][-1]
     assert first["step"] == 2 and first["recipe"]["examples_per_task"] == 1
     longer = [x if x != str(tmp_path / "a") else str(tmp_path / "b") for x in argv]
     longer[longer.index("--state")] = "--resume"
     assert main([*longer, "--sft-steps", "3"]) == 0  # flags override the file; a longer run
-    again = json.loads((tmp_path / "b" / "config.json").read_text())["extra"]["sft"]
+    again = json.loads((tmp_path / "b" / "config.json").read_text())["extra"]["stages"][-1]
     assert again["step"] == 3
     assert [x["step"] for x in e2e_state.read_metrics(state)] == [0, 1, 2, 3]
     bad = tmp_path / "bad.toml"
@@ -230,7 +247,7 @@ def test_gates_only_training_changes_only_the_gates(setup, tiny_model_dir, tmp_p
     argv += ["--save-dtype", "float32", "--sft-warmup", "1"]  # float16 would change every weight
     assert main(argv) == 0
     assert (
-        json.loads((out / "config.json").read_text())["extra"]["sft"]["recipe"]["trainable"]
+        json.loads((out / "config.json").read_text())["extra"]["stages"][-1]["recipe"]["trainable"]
         == "gates"
     )
     before = LoraCVAE.from_pretrained(setup / "generator").state_dict()

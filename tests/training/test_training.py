@@ -175,8 +175,10 @@ def test_cli_trains_saves_and_warm_starts(zoo_folder, tmp_path, capsys):
     model = LoraCVAE.from_pretrained(tmp_path / "gen", tiny_layout(), 16)
     config = model.config
     assert (config.zoo, config.encoder, config.base_model) == ("zoo", ENCODER, "tiny-llama")
-    assert config.hidden_dim == 32 and config.extra["epochs"] == 3
-    assert config.extra["train_experts"] == 6 and config.extra["val_experts"] == 2
+    (stage,) = config.extra["stages"]
+    assert stage["stage"] == "reconstruction" and stage["warm_start"] is None
+    assert config.hidden_dim == 32 and stage["epochs"] == 3 and stage["zoo"] == "zoo"
+    assert stage["train_experts"] == 6 and stage["val_experts"] == 2
     with open(next((tmp_path / "gen-logs" / "csv").rglob("metrics.csv"))) as f:
         columns = set(next(csv.reader(f)))
     assert {"train_recon", "val_recon_prior", "val_recon_mean_baseline"} <= columns
@@ -187,9 +189,9 @@ def test_cli_trains_saves_and_warm_starts(zoo_folder, tmp_path, capsys):
     warm = ["--warm-start", str(tmp_path / "gen"), "--beta", "0.05", "--logs", str(tmp_path / "l")]
     assert run_cli(zoo_folder, tmp_path / "gen2", *warm) == 0
     tuned = LoraCVAE.from_pretrained(tmp_path / "gen2")
-    assert tuned.config.beta == 0.05 and tuned.config.extra["warm_start"] == str(tmp_path / "gen")
-    assert tuned.config.extra["warm_start_record"] == model.config.extra  # the history stays
-    assert tuned.config.extra["warm_start_record"]["epochs"] == 3
+    first, second = tuned.config.extra["stages"]  # the history stays, flat, oldest first
+    assert tuned.config.beta == 0.05 and second["warm_start"] == str(tmp_path / "gen")
+    assert first == stage and second["epochs"] == 3
     for name in ("mean_q_proj", "std_v_proj"):  # the warm start keeps its normalisation
         assert torch.equal(tuned.state_dict()[name], model.state_dict()[name])
 
@@ -215,7 +217,11 @@ def test_cli_reads_an_export_file_and_documents_its_options(zoo_folder, tmp_path
     export = ExpertZoo(zoo_folder).export(tmp_path / "zoo.safetensors")
     assert run_cli(export, tmp_path / "gen", "--val-fraction", "0", "--dw-weight", "0.1") == 0
     config = LoraCVAE.from_pretrained(tmp_path / "gen").config
-    assert config.zoo == "zoo" and config.dw_weight == 0.1 and config.extra["val_experts"] == 0
+    assert (
+        config.zoo == "zoo"
+        and config.dw_weight == 0.1
+        and config.extra["stages"][-1]["val_experts"] == 0
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])
     assert exit_.value.code == 0

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ from hypergen.conditioning import (
     to_chunks,
     trace_product,
 )
-from hypergen.errors import HypergenError, LayoutError
+from hypergen.errors import LayoutError
 from hypergen.layout import LoraLayout, Weights
 
 __all__ = [
@@ -71,96 +70,19 @@ __all__ = [
     "to_chunks",
 ]
 
+from hypergen.cvae_config import (  # the architecture record; re-exported
+    CONFIG_NAME,
+    MAX_PARAMETERS,
+    WEIGHTS_NAME,
+    CheckpointError,
+    CVAEConfig,
+    read_config,
+)
+
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MAX_PARAMETERS = 1_000_000_000
-"""Largest generator a checkpoint may describe (the default has a few million); checked on the
-meta device, before anything is allocated or read."""
 _STD_FLOOR = 0.05
 """Per-coordinate std is at least this fraction of the module's RMS (few experts: var ~ 0)."""
-
-
-class CheckpointError(HypergenError, ValueError):
-    """A generator checkpoint is missing, malformed, or made for another layout or encoder."""
-
-
-@dataclass
-class CVAEConfig:
-    """Shape and training record of a :class:`LoraCVAE` (saved as ``config.json``)."""
-
-    layout: dict
-    """``LoraLayout.to_dict()`` of the adapters it generates."""
-    embed_dim: int = 384
-    """Dimension of the task-description embeddings (all-MiniLM-L6-v2: 384)."""
-    k: int = 4
-    """Neighbours retrieved from the zoo per description."""
-    latent_dim: int = 32
-    """Size of the latent z."""
-    hidden_dim: int = 256
-    """Width of the hidden layers and of the per-chunk projections."""
-    cond_dim: int = 128
-    """Size of the condition vector c."""
-    pos_dim: int = 32
-    """Size of the learned layer and module embeddings."""
-    head_rank: int = 32
-    """Bottleneck of the per-module chunk projections and output heads (their size is
-    ``head_rank · chunk_m``, which dominates the generator's size)."""
-    summary_in_decoder: bool = False
-    """Also feed the projected neighbour mean/spread chunks to the decoder MLP (off by default:
-    on small zoos that high-dimensional input lets it memorise experts; see tests/hypergen)."""
-    dropout: float = 0.1
-    """Dropout in the condition network and the decoder MLP."""
-    layer_scales: bool = False
-    """Learn one factor ``exp(s[l, m])`` per layer and module on the generated ΔW (zero-init:
-    factor 1), trained only by the end-to-end stage (``--sft-train layer-scales``): layer-wise
-    merging coefficients as in AdaMerging (Yang et al., ICLR 2024, arXiv:2310.02575), shared by
-    all tasks and learned on the zoo's labelled tasks instead of a test task's unlabelled data."""
-    beta: float = 0.01
-    """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
-    tau: float = 0.1
-    """Temperature of the softmax over neighbour cosine similarities."""
-    dw_weight: float = 0.0
-    """Weight of the auxiliary ΔW-space loss (relative to the zoo's mean ‖ΔW‖²); 0: off."""
-    recon_weight: float = 1.0
-    """Weight of the per-coordinate reconstruction MSE of the canonical factors."""
-    encoder: str = ""
-    """Name of the task encoder it was trained with."""
-    base_model: str = ""
-    """Name of the base model its adapters are for."""
-    zoo: str = ""
-    """Name of the zoo it was trained on."""
-    extra: dict = field(default_factory=dict)
-    """Free-form JSON record (training metrics, steps, ...)."""
-
-    def __post_init__(self) -> None:
-        self.layout = LoraLayout.from_dict(self.layout).to_dict()  # validates; JSON-ready below
-        sizes = ("embed_dim", "k", "latent_dim", "hidden_dim", "cond_dim", "pos_dim", "head_rank")
-        bad = [f"{n}={getattr(self, n)}" for n in sizes if getattr(self, n) < 1]
-        if bad:
-            raise ValueError(f"CVAEConfig sizes must be positive, got {', '.join(bad)}")
-        weights = (self.beta, self.dw_weight, self.recon_weight)
-        if min(weights) < 0 or self.tau <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError(
-                f"need beta, dw_weight, recon_weight >= 0, tau > 0, 0 <= dropout < 1: {self}"
-            )
-        if self.recon_weight == 0 and self.dw_weight == 0:
-            raise ValueError("recon_weight and dw_weight are both 0: nothing to learn from")
-
-    @property
-    def lora_layout(self) -> LoraLayout:
-        return LoraLayout.from_dict(self.layout)
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CVAEConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise CheckpointError(f"unknown generator config fields {unknown}")
-        return cls(**data)
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -381,18 +303,44 @@ class LoraCVAE(nn.Module):
         was_training, device = self.training, self.layer_emb.weight.device
         self.eval()
         cond = {k: v.to(device) for k, v in cond.items()}
-        c = self.condition(cond)
-        (n, latent), s = (c.shape[0], self.config.latent_dim), num_samples
-        mu, logvar = self.prior(c)
-        eps = torch.zeros(n, s, latent, device=device)
+        n, s = cond["embedding"].shape[0], num_samples
+        eps = None
         if temperature > 0:
             on = generator.device if generator is not None else device
-            eps = torch.randn(eps.shape, generator=generator, device=on).to(device)
-        z = (mu[:, None] + temperature * (0.5 * logvar).exp()[:, None] * eps).reshape(n * s, -1)
-        rep = {k: v.repeat_interleave(s, 0) for k, v in cond.items()}
-        chunks = self.decode(z, c.repeat_interleave(s, 0), rep)
+            shape = (n, s, self.config.latent_dim)
+            eps = torch.randn(shape, generator=generator, device=on).to(device).reshape(n * s, -1)
+        chunks, _, _ = self.decode_prior(cond, temperature, eps, samples=s)
         self.train(was_training)
         return {k: v.reshape(n, s, *v.shape[1:]) for k, v in self.to_weights(chunks).items()}
+
+    def decode_prior(
+        self,
+        cond: dict[str, Tensor],
+        temperature: float = 0.0,
+        eps: Tensor | None = None,
+        samples: int = 1,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The one decode from the prior, used by inference and both training stages.
+
+        Returns normalised chunks ``{m: (n·samples, L, chunk_m)}`` (each query's samples
+        together) decoded from ``z = mu + temperature · sigma · eps``, and p(z | c)'s ``(mu,
+        logvar)`` ``(n, latent)``. ``eps`` is ``(n·samples, latent)``, drawn with
+        ``torch.randn`` when not given and ``temperature > 0``; ``temperature=0`` decodes the
+        prior's mean. Differentiable. The condition runs once per query, so every sample of a
+        query shares it exactly."""
+        c = self.condition(cond)
+        mu, logvar = self.prior(c)
+        if samples > 1:
+            c = c.repeat_interleave(samples, 0)
+            cond = {k: v.repeat_interleave(samples, 0) for k, v in cond.items()}
+        z, sigma = (
+            mu.repeat_interleave(samples, 0),
+            (0.5 * logvar).exp().repeat_interleave(samples, 0),
+        )
+        if temperature > 0:
+            eps = torch.randn_like(z) if eps is None else eps
+            z = z + temperature * sigma * eps
+        return self.decode(z, c, cond), mu, logvar
 
     def condition_inputs(self, bank, query_emb: np.ndarray, exclude=None) -> dict[str, Tensor]:
         """:func:`condition_inputs` with this model's ``k`` and ``tau``."""
@@ -436,7 +384,7 @@ class LoraCVAE(nn.Module):
         """
         folder = Path(folder)
         refuse_pickle(folder, CheckpointError)
-        config = _read_config(folder)
+        config = read_config(folder)
         if expected_layout is not None:
             try:
                 expected_layout.check_matches(config.lora_layout, what=f"generator {folder}")
@@ -470,18 +418,3 @@ def _read_weights(path: Path, config: CVAEConfig) -> dict[str, Tensor]:
         return load_safetensors(path, shapes)
     except UntrustedFileError as exc:
         raise CheckpointError(f"{path.parent} does not fit its config: {exc}") from exc
-
-
-def _read_config(folder: Path) -> CVAEConfig:
-    path = folder / CONFIG_NAME
-    if not (folder / WEIGHTS_NAME).is_file():
-        for other in sorted(folder.glob("*")):
-            refuse_pickle(other, CheckpointError)
-    if not path.is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise CheckpointError(
-            f"{folder} is not a generator checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
-        )
-    try:
-        return CVAEConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError, LayoutError too
-        raise CheckpointError(f"{path} is not a valid generator config: {exc}") from exc

@@ -169,13 +169,9 @@ class EndToEnd:
     def adapters(self, cond: dict[str, Tensor], sample: bool = False) -> tuple[Weights, Tensor]:
         """The rows' adapters (differentiable in the generator) and the KL of p(z|c) to N(0, I)
         per row: from the prior's mean, or with ``sample`` from ``z ~ p(z|c)``."""
-        m = self.model
-        c = m.condition(cond)
-        mu, logvar = m.prior(c)
-        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        self._chunks, mu, logvar = self.model.decode_prior(cond, 1.0 if sample else 0.0)
         kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
-        self._chunks = m.decode(z, c, cond)
-        return m.to_weights(self._chunks), kl
+        return self.model.to_weights(self._chunks), kl
 
     def residual(self, cond: dict[str, Tensor]) -> Tensor:
         """Mean square of the last decoded chunks' distance from the normalised merge."""

@@ -183,8 +183,7 @@ class GeneratorModule(L.LightningModule):
         out = self.model(targets, cond)
         m = self.model
         x = {k: m.normalise(k, to_chunks(targets, k)) for k in m.layout.modules}
-        c = m.condition(cond)
-        prior = m.decode(m.prior(c)[0], c, cond)
+        prior, _, _ = m.decode_prior(cond)
         nbr = {k: m.normalise(k, cond[f"merge.{k}"]) for k in m.layout.modules}
         zeros = {k: torch.zeros_like(v) for k, v in x.items()}
         recon_prior, dw_prior = m.recon_error(prior, x), m.dw_error(prior, targets)

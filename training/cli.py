@@ -41,7 +41,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
 from hypergen.errors import HypergenError
-from training import e2e, provenance
+from training import e2e, e2e_distributed, provenance
 from training.data import GeneratorDataModule, load_bank
 from training.e2e import TRAINABLE, E2EConfig, EndToEnd, check_trainable, zoo_tasks
 from training.module import GeneratorModule, new_model
@@ -207,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         help="continue the run whose state is in this folder (it must hold one)",
+    )
+    sft(
+        "--sft-processes",
+        type=int,
+        default=1,
+        help="processes sharing each step's tasks on this machine (gloo; one per core), "
+        "gradients summed (default: %(default)s)",
     )
     sft(
         "--save-every",
@@ -513,15 +520,33 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
         "exclude_same_family": args.exclude_same_family,
         "base_model": args.base_model or "default",
     }
-    base = load_base_model(args.base_model)
-    if args.accelerator not in ("auto", "cpu") and torch.cuda.is_available():
-        base.model.to("cuda")
-    stage = EndToEnd(model, bank, base, tasks, data, config)
     begun = time.perf_counter()
-    try:
-        record = e2e.train_e2e(stage, state, settings, progress=not args.quiet)
-    finally:
-        stage.close()
+    if args.sft_processes > 1:
+        job = e2e_distributed.Job(
+            zoo=str(args.zoo),
+            generator_config=model.config.to_dict(),
+            generator_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            recipe=vars(config),
+            state=str(state),
+            settings=settings,
+            base_model=args.base_model,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            exclude_same_family=args.exclude_same_family,
+            progress=not args.quiet,
+        )
+        record = e2e_distributed.run(job, args.sft_processes)
+        best = state / ("best" if record["best"] is not None else "checkpoint/generator")
+        model.load_state_dict(LoraCVAE.from_pretrained(best).state_dict())
+    else:
+        base = load_base_model(args.base_model)
+        if args.accelerator not in ("auto", "cpu") and torch.cuda.is_available():
+            base.model.to("cuda")
+        stage = EndToEnd(model, bank, base, tasks, data, config)
+        try:
+            record = e2e.train_e2e(stage, state, settings, progress=not args.quiet)
+        finally:
+            stage.close()
     model.cpu()
     return {
         **record,

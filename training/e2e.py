@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
@@ -156,6 +157,13 @@ class EndToEnd:
         )
         self.lora = BatchedLora(base.model, model.layout)
         self.decoder, self.head = _decoder_and_head(base.model)
+        self.rank, self.world = (
+            (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        )
+        if config.tasks_per_step < self.world:
+            raise ValueError(
+                f"{config.tasks_per_step} tasks per step cannot be shared by {self.world} processes"
+            )
 
     def close(self) -> None:
         self.lora.remove()
@@ -209,9 +217,11 @@ class EndToEnd:
         examples: Sequence[Example],
         owner: Sequence[int],
         smoothing: float = 0.0,
-    ) -> Tensor:
+        total: bool = False,
+    ) -> Tensor | tuple[Tensor, int]:
         """Mean answer-token cross-entropy of ``examples``, each with its row's adapter (the
-        output layer runs only at the answer positions)."""
+        output layer runs only at the answer positions); with ``total`` the sum over the answer
+        tokens and their number instead."""
         pairs = [(ex.input, ex.output) for ex in examples]
         batch = make_batch(self.base.tokenizer, pairs, max_length=self.config.max_length)
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -226,6 +236,11 @@ class EndToEnd:
         labels = batch["labels"][:, 1:]
         rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
         logits = self.head(hidden[rows, cols]).float()
+        if total:
+            summed = F.cross_entropy(
+                logits, labels[rows, cols], label_smoothing=smoothing, reduction="sum"
+            )
+            return summed, len(rows)
         return F.cross_entropy(logits, labels[rows, cols], label_smoothing=smoothing)
 
     # --- one step, one validation ----------------------------------------------------------------
@@ -234,12 +249,29 @@ class EndToEnd:
         torch.manual_seed(c.seed * 1_000_003 + step)  # dropout and latent noise of this step
         self.model.train()
         rows, examples, owner = self.draw(step)
+        if self.world > 1:
+            rows, examples, owner = self.share(rows, examples, owner)
         cond = self.batch(rows)
         weights, kl = self.adapters(cond, sample=c.kl_weight > 0)
-        lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
-        anchor = self.residual(cond)
-        loss = lm + c.anchor_weight * anchor + c.kl_weight * kl.mean()
-        return {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl.mean()}
+        if self.world == 1:
+            lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
+            anchor, kl = self.residual(cond), kl.mean()
+        else:  # this process's share of the step's means: the processes' losses add up to them
+            summed, tokens = self.lm_loss(weights, examples, owner, c.label_smoothing, total=True)
+            counts = torch.tensor([float(tokens), float(len(rows))], dtype=torch.float64)
+            dist.all_reduce(counts)
+            lm = summed / counts[0].item()
+            anchor = self.residual(cond) * (len(rows) / counts[1].item())
+            kl = kl.sum() / counts[1].item()
+        loss = lm + c.anchor_weight * anchor + c.kl_weight * kl
+        return {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
+
+    def share(self, rows, examples, owner) -> tuple[list[int], list[Example], list[int]]:
+        """This process's tasks of a step's draw: task ``i`` goes to process ``i mod world``."""
+        mine = [i for i in range(len(rows)) if i % self.world == self.rank]
+        position = {t: j for j, t in enumerate(mine)}
+        kept = [(e, position[o]) for e, o in zip(examples, owner, strict=True) if o in position]
+        return [rows[i] for i in mine], [e for e, _ in kept], [o for _, o in kept]
 
     def val_rows(self) -> list[int]:
         experts, first = np.unique(self.bank.row_expert, return_index=True)
@@ -332,31 +364,36 @@ def train_e2e(
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    main = stage.rank == 0  # with several processes the first validates, saves and logs
     record = load_state(state, settings, model, opt)
     if record is None:
         record = {"step": 0, "seconds": 0.0, "best": None, "initial": {}, "reference": {}}
-        record["reference"] = stage.reference()
-        if record["reference"]:
-            record["initial"] = stage.validate()
-            record["best"] = {"step": 0, "val_loss": record["initial"]["val_loss"]}
-            save_best(state, model, record)
-        append_metrics(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
-        save_state(state, settings, model, opt, record)
+        if main:
+            _start(stage, state, settings, opt, record)
     else:
         logger.info("resuming the end-to-end stage at step %d from %s", record["step"], state)
+    if stage.world > 1:
+        dist.barrier()
     start, last_save = time.perf_counter() - record["seconds"], time.perf_counter()
-    bar = tqdm(total=c.steps, initial=record["step"], desc="end-to-end", disable=not progress)
+    bar = tqdm(
+        total=c.steps, initial=record["step"], desc="end-to-end", disable=not (progress and main)
+    )
     for step in range(record["step"], c.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(c, step)
         opt.zero_grad(set_to_none=True)
         parts = stage.step_loss(step)
         parts["loss"].backward()
+        if stage.world > 1:
+            _all_reduce_grads(params)
+            parts = _summed(parts)
         norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         opt.step()
+        record["step"] = step + 1
+        if not main:
+            continue
         line = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in parts.items()}}
         line["grad_norm"] = round(float(norm), 6)
-        record["step"] = step + 1
         if record["step"] % c.val_every == 0 or record["step"] == c.steps:
             metrics = stage.validate()
             line.update({k: v if isinstance(v, list) else round(v, 6) for k, v in metrics.items()})
@@ -373,10 +410,42 @@ def train_e2e(
             if on_save is not None:
                 on_save(record["step"])
     bar.close()
-    if record["best"] is not None:  # the best validated weights, the start included
+    if main and record["best"] is not None:  # the best validated weights, the start included
         best = LoraCVAE.from_pretrained(state / "best")
         model.load_state_dict(best.state_dict())
     return record
+
+
+def _start(stage: EndToEnd, state: Path, settings: dict, opt, record: dict) -> None:
+    """A new run's step 0: the reference losses, the starting point's validation (the first
+    candidate for the best weights), the first metric line and checkpoint."""
+    record["reference"] = stage.reference()
+    if record["reference"]:
+        record["initial"] = stage.validate()
+        record["best"] = {"step": 0, "val_loss": record["initial"]["val_loss"]}
+        save_best(state, stage.model, record)
+    append_metrics(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
+    save_state(state, settings, stage.model, opt, record)
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Sum the processes' gradients (each process's loss is its share of the step's mean, so
+    the sum is the gradient of the whole step), in one flat buffer."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def _summed(parts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The step's logged losses over every process (each holds its share)."""
+    keys = sorted(parts)
+    values = torch.stack([parts[k].detach().double() for k in keys])
+    dist.all_reduce(values)
+    return dict(zip(keys, values, strict=True))
 
 
 def _best_text(record: dict) -> str:

@@ -6,6 +6,7 @@ CLI runs the stage from a TOML recipe."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,11 @@ import torch
 from hypergen.apply import apply_adapter
 from hypergen.bank import ExpertBank
 from hypergen.base_model import load_base_model
-from hypergen.cvae import LoraCVAE
+from hypergen.cvae import CVAEConfig, LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
 from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  # noqa: F401  (fixtures)
-from training import e2e_state, provenance
+from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
@@ -328,3 +329,65 @@ def test_merge_scale_diagnostic_agrees_with_the_stage_validation(
         == 0
     )
     assert "scale 1.00" in capsys.readouterr().out
+
+
+def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # noqa: F811
+    """gloo on CPU: each step's tasks dealt to 2 processes, gradients summed. Without dropout or
+    latent noise the only difference from one process is the order of the sums."""
+    bank, tasks, _, base, data = parts
+    shipped = LoraCVAE.from_pretrained(setup / "generator")
+    config = {**shipped.config.to_dict(), "dropout": 0.0}
+    state = {k: v.clone() for k, v in shipped.state_dict().items()}
+    recipe = E2EConfig(
+        steps=3,
+        tasks_per_step=2,
+        examples_per_task=2,
+        max_length=64,
+        val_examples=2,
+        base_dtype="float32",
+        lr=3e-3,
+        warmup_steps=1,
+        val_every=3,
+        kl_weight=0.0,
+    )
+    settings = {"run": "ddp"}
+    one = LoraCVAE(CVAEConfig.from_dict(config))
+    one.load_state_dict(state)
+    stage = EndToEnd(one.train(), bank, base, tasks, data, recipe)
+    single = train_e2e(stage, tmp_path / "one", settings, progress=False)
+    stage.close()
+    job = e2e_distributed.Job(
+        zoo=str(setup / "zoo"),
+        generator_config=config,
+        generator_state=state,
+        recipe=asdict(recipe),
+        state=str(tmp_path / "two"),
+        settings=settings,
+        base_model=str(tiny_model_dir),
+        val_fraction=0.3,
+        seed=0,
+        exclude_same_family=True,
+    )
+    record = e2e_distributed.run(job, 2)
+    assert record["step"] == single["step"] == 3
+    a = LoraCVAE.from_pretrained(tmp_path / "one" / "checkpoint" / "generator").state_dict()
+    b = LoraCVAE.from_pretrained(tmp_path / "two" / "checkpoint" / "generator").state_dict()
+    moved = [n for n in a if not torch.equal(a[n], state[n])]
+    assert moved  # the steps changed the generator...
+    for name in a:  # ...in the same way in both runs
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+    lines_one = e2e_state.read_metrics(tmp_path / "one")
+    lines_two = e2e_state.read_metrics(tmp_path / "two")
+    assert [x["step"] for x in lines_two] == [0, 1, 2, 3]  # logged once, by the first process
+    for x, y in zip(lines_one[1:], lines_two[1:], strict=True):
+        assert y["lm"] == pytest.approx(x["lm"], rel=1e-4)
+
+
+def test_cli_runs_the_stage_in_two_processes(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
+    argv += ["--sft-processes", "2", "--val-fraction", "0.3", "--sft-val-every", "2"]
+    assert main(argv) == 0
+    assert "end-to-end stage: 2 steps; val_loss" in capsys.readouterr().out
+    stage = json.loads((tmp_path / "gen" / "config.json").read_text())["extra"]["stages"][-1]
+    assert stage["step"] == 2 and stage["best"]["val_loss"] <= stage["initial"]["val_loss"]
+    assert LoraCVAE.from_pretrained(tmp_path / "gen").num_parameters() > 0

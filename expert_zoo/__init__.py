@@ -1,1 +1,1 @@
-"""Expert zoo: task sources, expert LoRA training and the zoo store (see issue 3)."""
+"""Expert zoo: task sources, expert LoRA training and the zoo store (see docs/design.md)."""

@@ -28,9 +28,7 @@ import importlib.util
 import logging
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -39,235 +37,21 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from hypergen.base_model import load_base_model
-from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
+from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.errors import HypergenError
-from training import e2e, e2e_distributed, provenance
+from training import e2e, e2e_distributed, options, provenance
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import TRAINABLE, E2EConfig, EndToEnd, check_trainable, zoo_tasks
+from training.e2e import EndToEnd, check_trainable, zoo_tasks
 from training.module import GeneratorModule, new_model
+from training.options import _ARCH, sft_config
 
 logger = logging.getLogger("hypergen.train")
-_ARCH_HELP = {
-    "latent_dim": "size of the latent z",
-    "hidden_dim": "width of hidden layers and chunk projections",
-    "cond_dim": "size of the condition vector",
-    "pos_dim": "size of the layer/module embeddings",
-    "head_rank": "bottleneck of the chunk projections and output heads (sets most of the size)",
-    "k": "neighbours retrieved per description",
-    "tau": "softmax temperature over neighbour similarities",
-    "dropout": "dropout in the condition network and decoder",
-}
-_ARCH = (*_ARCH_HELP, "summary_in_decoder", "layer_scales")
-_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(CVAEConfig)})
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hypergen-train",
-        description="Train the hypergen generator (a conditional VAE over LoRA weights) on a zoo.",
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = p.add_argument
-    add(
-        "--config",
-        type=Path,
-        help="TOML recipe: keys are these options' names (zoo = ..., sft_steps = 2000, ...); "
-        "options given on the command line override it",
-    )
-    add("--zoo", help="zoo folder or zoo export file (.safetensors); required")
-    add("--out", type=Path, help="folder to write the generator to; required")
-    add("--overwrite", action="store_true", help="replace an existing --out folder")
-    add(
-        "--save-dtype",
-        choices=["float16", "float32"],
-        default="float16",
-        help="dtype of the saved weights (default float16: half the bytes; loaded as fp32)",
-    )
-    add("--warm-start", type=Path, help="fine-tune this generator (same layout and encoder)")
-    add("--logs", type=Path, help="logs and Lightning checkpoints (default: <out>-logs)")
-    add("--quiet", action="store_true", help="no progress bar or model summary")
-    opt = p.add_argument_group("optimisation").add_argument
-    opt("--epochs", type=int, default=100, help="training epochs (default: %(default)s)")
-    opt("--batch-size", type=int, default=32, help="rows per batch (default: %(default)s)")
-    opt("--lr", type=float, default=1e-3, help="AdamW learning rate (default: %(default)s)")
-    opt(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)"
-    )
-    opt("--beta", type=float, help=f"KL weight (default: {_DEFAULTS.beta}, or the warm start's)")
-    opt(
-        "--kl-warmup",
-        type=int,
-        default=500,
-        help="steps of linear beta warm-up (default: %(default)s)",
-    )
-    opt(
-        "--dw-weight",
-        type=float,
-        help="weight of the ΔW-space loss (default: 0, or the warm start's)",
-    )
-    opt(
-        "--recon-weight",
-        type=float,
-        help="weight of the canonical-factor MSE (default: 1, or the warm start's)",
-    )
-    arch = p.add_argument_group("model (a --warm-start keeps its own)").add_argument
-    for name, text in _ARCH_HELP.items():
-        arch(
-            f"--{name.replace('_', '-')}",
-            type=type(getattr(_DEFAULTS, name)),
-            default=getattr(_DEFAULTS, name),
-            help=f"{text} (default: %(default)s)",
-        )
-    arch(
-        "--summary-in-decoder",
-        action="store_true",
-        help="feed the neighbour chunk summary to the decoder MLP",
-    )
-    arch(
-        "--layer-scales",
-        action="store_true",
-        help="add one learned ΔW factor per layer and module (shared by all tasks; trained by "
-        "--sft-train layer-scales)",
-    )
-    sft = p.add_argument_group(
-        "end-to-end stage (after the reconstruction epochs: the generator's adapters are trained "
-        "through the frozen base model on the zoo's own tasks, as in Text-to-LoRA's SFT; "
-        "resumable, see --state)"
-    ).add_argument
-    d = E2EConfig()
-    sft(
-        "--sft-steps", type=int, default=0, help="steps of the stage in total; 0: skip it (default)"
-    )
-    sft(
-        "--sft-rows",
-        type=int,
-        default=d.tasks_per_step,
-        help="tasks (one description each) per step (default: %(default)s)",
-    )
-    sft(
-        "--sft-examples",
-        type=int,
-        default=d.examples_per_task,
-        help="training examples per task and step (default: %(default)s)",
-    )
-    sft("--sft-lr", type=float, default=d.lr, help="AdamW learning rate (default: %(default)s)")
-    sft(
-        "--sft-warmup",
-        type=int,
-        default=d.warmup_steps,
-        help="steps of linear lr warm-up, constant after (default: %(default)s)",
-    )
-    sft(
-        "--sft-label-smoothing",
-        type=float,
-        default=d.label_smoothing,
-        help="(default: %(default)s)",
-    )
-    sft(
-        "--sft-anchor-weight",
-        type=float,
-        default=d.anchor_weight,
-        help="weight of the L2 penalty on the decoder's residual from the merge (default: %(default)s)",
-    )
-    sft(
-        "--sft-kl-weight",
-        type=float,
-        default=d.kl_weight,
-        help="> 0: train on adapters sampled from p(z|c), plus this times KL(p(z|c) || N(0,I)), "
-        "so that samples differ (default: %(default)s: the prior mean)",
-    )
-    sft(
-        "--sft-train",
-        choices=TRAINABLE,
-        default=d.trainable,
-        help="what the stage trains: all the generator's parameters; only the gates that "
-        "rescale the neighbours' merge per layer and module as the condition says; or only the "
-        "per-layer ΔW factors of --layer-scales, the same for every task (default: %(default)s)",
-    )
-    sft(
-        "--sft-val-every",
-        type=int,
-        default=d.val_every,
-        help="steps between validations on the validation experts' tasks (default: %(default)s)",
-    )
-    sft(
-        "--sft-val-examples",
-        type=int,
-        default=d.val_examples,
-        help="eval examples per validation task (default: %(default)s)",
-    )
-    sft(
-        "--state",
-        type=Path,
-        help="folder of the stage's resumable state (default: <logs>/e2e-state); a run finding a "
-        "checkpoint there made with the same settings continues from it",
-    )
-    sft(
-        "--resume",
-        type=Path,
-        help="continue the run whose state is in this folder (it must hold one)",
-    )
-    sft(
-        "--sft-processes",
-        type=int,
-        default=1,
-        help="processes sharing each step's tasks on this machine (gloo; one per core), "
-        "gradients summed (default: %(default)s)",
-    )
-    sft(
-        "--save-every",
-        type=float,
-        default=d.save_every_s,
-        help="seconds between state saves (default: %(default)s)",
-    )
-    sft(
-        "--base-dtype",
-        choices=sorted(e2e.DTYPES),
-        default=d.base_dtype,
-        help="precision of the frozen base model in the stage (default: %(default)s)",
-    )
-    sft(
-        "--base-model",
-        help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)",
-    )
-    data = p.add_argument_group("data").add_argument
-    data(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="experts held out for validation; 0: none (default: %(default)s)",
-    )
-    data(
-        "--no-exclude-same-family",
-        dest="exclude_same_family",
-        action="store_false",
-        help="let a target retrieve its own family's experts (never itself)",
-    )
-    data("--num-workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
-    data(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the split, init and shuffling (default: %(default)s)",
-    )
-    run = p.add_argument_group("hardware (passed to lightning.Trainer)").add_argument
-    run("--accelerator", default="auto", help="cpu, gpu, auto, ... (default: %(default)s)")
-    run("--devices", type=_devices, default="auto", help="a count, a list like 0,1, or auto")
-    run("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ... (default: %(default)s)")
-    run("--num-nodes", type=int, default=1, help="machines, with ddp (default: %(default)s)")
-    run("--precision", default="32-true", help="32-true, bf16-mixed, ... (default: %(default)s)")
-    return p
 
 
 def _hardware(args) -> dict:
     """The ``lightning.Trainer`` arguments of the hardware group."""
     names = ("accelerator", "devices", "strategy", "num_nodes", "precision")
     return {name: getattr(args, name) for name in names}
-
-
-def _devices(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def _losses(args) -> dict:
@@ -337,54 +121,13 @@ def _record(
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line over the ``--config`` recipe's values (see :func:`read_recipe`)."""
-    parser = build_parser()
-    first = parser.parse_args(argv)
-    if first.config is not None:
-        parser.set_defaults(**read_recipe(first.config, parser))
-        first = parser.parse_args(argv)
-    if first.resume is not None:
-        if not (first.resume / "checkpoint" / "state.json").is_file():
-            parser.error(f"--resume {first.resume}: no end-to-end state there")
-        if first.state is not None and first.state != first.resume:
-            parser.error("--resume and --state name different folders")
-        first.state = first.resume
-    missing = [f"--{n}" for n in ("zoo", "out") if getattr(first, n) is None]
-    if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
-    return first
-
-
-def read_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
-    """``{option dest: value}`` of a TOML recipe (top-level keys, ``-`` or ``_``); an unknown
-    key or a value of the wrong type is an error naming it."""
-    import tomllib
-
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        parser.error(f"--config {path}: {exc}")
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    values = {}
-    for key, value in data.items():
-        dest = key.replace("-", "_")
-        action = actions.get(dest)
-        if action is None:
-            parser.error(f"--config {path}: unknown option {key!r}")
-        if action.type is not None and not isinstance(value, bool):
-            try:
-                value = action.type(value)
-            except (TypeError, ValueError) as exc:
-                parser.error(f"--config {path}: {key} = {value!r}: {exc}")
-        if action.choices is not None and value not in action.choices:
-            parser.error(f"--config {path}: {key} must be one of {list(action.choices)}")
-        values[dest] = value
-    return values
+def build_parser():
+    """The ``hypergen-train`` parser, with this module's examples as its epilog."""
+    return options.build_parser(__doc__.split("\n", 2)[2])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = options.parse_args(argv, build_parser())
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.out.exists() and not args.overwrite:
         raise SystemExit(
@@ -472,27 +215,6 @@ def _recon_summary(module: GeneratorModule, record: dict) -> str:
         f"{last.get('val_recon_neighbour_baseline', float('nan')):.4f}), val_dw_prior "
         f"{last.get('val_dw_prior', float('nan')):.4f} (merge "
         f"{last.get('val_dw_neighbour_baseline', float('nan')):.4f})"
-    )
-
-
-def sft_config(args) -> E2EConfig:
-    """The end-to-end recipe of the command line."""
-    return E2EConfig(
-        steps=args.sft_steps,
-        tasks_per_step=args.sft_rows,
-        examples_per_task=args.sft_examples,
-        lr=args.sft_lr,
-        warmup_steps=args.sft_warmup,
-        weight_decay=args.weight_decay if args.sft_train == "all" else 0.0,
-        label_smoothing=args.sft_label_smoothing,
-        anchor_weight=args.sft_anchor_weight,
-        kl_weight=args.sft_kl_weight,
-        trainable=args.sft_train,
-        val_every=args.sft_val_every,
-        val_examples=args.sft_val_examples,
-        save_every_s=args.save_every,
-        base_dtype=args.base_dtype,
-        seed=args.seed,
     )
 
 

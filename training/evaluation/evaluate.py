@@ -84,7 +84,6 @@ from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from expert_zoo.tasks import Example, Task, is_held_out, iter_bigbench_tasks, synthetic_tasks
@@ -96,7 +95,7 @@ from hypergen.cvae import CVAEConfig
 from hypergen.encoder import TaskEncoder
 from hypergen.errors import HypergenError
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
-from training.evaluation import report
+from training.evaluation import options, report
 from training.evaluation.baselines import (
     AdapterSlot,
     BaselineError,
@@ -104,14 +103,14 @@ from training.evaluation.baselines import (
     zoo_recipe,
     zoo_records,
 )
+from training.evaluation.cache import SCORING, Progress, ScoreCache, fingerprint
 from training.evaluation.methods import (
-    DEFAULT_METHODS,
     METHOD_NOTES,
-    METHODS,
     RUNNERS,
     Harness,
     MethodError,
 )
+from training.evaluation.options import DTYPES, USER_DESCRIPTIONS, parse_methods
 
 logger = logging.getLogger("hypergen.eval")
 
@@ -147,8 +146,6 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
     return tasks
 
 
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-
 MIN_TRAIN = 40
 """Training examples a held-out task keeps for the oracle, the in-context shots and best-of-n."""
 
@@ -175,12 +172,6 @@ def other_descriptions(tasks: list[Task]) -> dict[str, str]:
         if other_family or others:
             out[task.task_id] = (other_family or others)[0].description
     return out
-
-
-USER_DESCRIPTIONS = Path(__file__).resolve().parent / "held_out_descriptions.json"
-"""Three descriptions per held-out task written as new users would type them, committed with
-the benchmark before any generator was trained on the zoo they are compared with; they are read
-only here, for scoring, never for training or choosing hyper-parameters."""
 
 
 def load_user_descriptions(path: Path = USER_DESCRIPTIONS) -> dict[str, tuple[str, ...]]:
@@ -240,56 +231,6 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
     )
 
 
-GENERATOR_FREE = ("base", "base+description", "base+user-description", "in-context")
-"""Methods whose results depend on neither the generator nor the zoo."""
-
-
-class ScoreCache:
-    """``<folder>/<method>/<sha256>.json``: each method's result on a task, keyed by everything
-    it depends on (the hypergen methods also by ``generator_sha256``), so a run with another
-    generator (or a rerun after a change to hypergen only) scores just the hypergen methods
-    again. Small JSON files, meant to be committed with the run."""
-
-    def __init__(
-        self,
-        folder: Path,
-        common: dict,
-        zoo_sha256: str,
-        read: bool = True,
-        generator_sha256: str | None = None,
-    ):
-        self.folder, self.common, self.zoo, self.read = folder, common, zoo_sha256, read
-        self.generator = generator_sha256
-
-    def key(self, h: Harness, method: str, task: Task, examples: list[Example]) -> str:
-        data = json.dumps([(e.input, e.output, e.options) for e in (*task.train, *examples)])
-        parts = {**self.common, "method": method, "task_id": task.task_id}
-        parts["examples_sha256"] = hashlib.sha256(data.encode()).hexdigest()
-        parts["descriptions"] = list(h.descriptions(task))
-        parts["users"] = list(h.user_descriptions.get(task.task_id, ()))
-        if method not in GENERATOR_FREE:
-            parts.update(zoo=self.zoo, k=h.k, tau=h.tau)
-        if method.startswith("hypergen"):
-            parts["generator_sha256"] = self.generator
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-    def get(self, method: str, key: str) -> dict | None:
-        path = self.folder / method / f"{key}.json"
-        if not self.read:
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    def put(self, method: str, key: str, result: dict) -> None:
-        path = self.folder / method / f"{key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, default=report.jsonable))
-        tmp.replace(path)
-
-
 def run_method(h: Harness, method: str, task: Task, examples: list[Example], cache) -> dict:
     """One method's result on one task, from ``cache`` when it holds it (its seconds then are
     the original run's)."""
@@ -336,70 +277,6 @@ def run_task(
     return entry
 
 
-SCORING = 4
-"""Version of what a finished task records; 2: every method's answer loss (and choice loss);
-3: per-example results, greedy answers on multiple-choice tasks, held-out tasks re-split to
-their --eval-examples (:func:`benchmark_split`), shared-prompt option scoring; 4: greedy
-answers decoded from the shared prompt's cache, long prompts cut as in likelihood scoring."""
-
-
-# --- resuming a stopped run ------------------------------------------------------------------
-class Progress:
-    """``<out>/progress.jsonl``: the run's key on the first line, then one finished task a line.
-
-    The key holds every setting that changes a number (methods, examples, seeds, budgets, k,
-    tau) and fingerprints of the models, the generator checkpoint and the zoo's experts; a file
-    with another key is set aside (renamed ``progress.jsonl.old``) and the run starts over.
-    """
-
-    def __init__(self, out: Path, key: dict, fresh: bool = False):
-        self.path, self.key = out / "progress.jsonl", key
-        self.done: dict[str, dict] = {}
-        if not fresh:
-            self.done = self._read()
-        if self.done:
-            logger.info("resuming: %d finished tasks read from %s", len(self.done), self.path)
-        else:
-            if self.path.exists():
-                self.path.replace(self.path.with_name("progress.jsonl.old"))
-            out.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"key": key}, sort_keys=True) + "\n")
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            lines = self.path.read_text().splitlines()
-            if not lines or json.loads(lines[0]).get("key") != self.key:
-                return {}
-        except (OSError, json.JSONDecodeError, AttributeError):
-            return {}
-        done, whole = {}, 1
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: that task runs again
-                break
-            done[entry["task_id"]] = entry  # a task finished twice (two runs at once): the last
-            whole += 1
-        if whole < len(lines):  # drop a cut-short tail so the next append starts a new line
-            self.path.write_text("".join(line + "\n" for line in lines[:whole]))
-        return done
-
-    def add(self, entry: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(entry, default=report.jsonable) + "\n")
-            f.flush()
-
-
-def _fingerprint(path: Path) -> str:
-    """sha256 over a file or a folder's files (names and bytes)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     """What a finished task's numbers depend on (see :class:`Progress`)."""
     settings = ("source", "tasks", "eval_examples", "seed", "paraphrases", "best_of_n")
@@ -409,7 +286,7 @@ def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     key["scoring"] = SCORING
     key["zoo_experts_sha256"] = hashlib.sha256("\n".join(h.bank.expert_ids).encode()).hexdigest()
     if h.generator is not None:
-        key["generator_sha256"] = _fingerprint(Path(args.generator or DEFAULT_GENERATOR))
+        key["generator_sha256"] = fingerprint(Path(args.generator or DEFAULT_GENERATOR))
     return json.loads(json.dumps(key, default=str))
 
 
@@ -499,149 +376,15 @@ def _recipe(h: Harness) -> dict | None:
         return None
 
 
-# --- CLI ---------------------------------------------------------------------------------------
-def parse_methods(text: str | None) -> list[str]:
-    """``"base,hypergen"`` -> the methods in benchmark order; unknown names raise."""
-    if not text:
-        return list(DEFAULT_METHODS)
-    wanted = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - set(METHODS))
-    if unknown or not wanted:
-        raise argparse.ArgumentTypeError(
-            f"unknown methods {unknown}; choose from {', '.join(METHODS)}"
-        )
-    return [m for m in METHODS if m in wanted]
-
-
-def _methods(text: str) -> str:
-    parse_methods(text)
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hypergen-eval",
-        description="Score hypergen against every baseline on held-out tasks; write "
-        "results.json, results.md and results.png.",
-        epilog=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = p.add_argument
-    add(
-        "--out",
-        type=Path,
-        default=Path("results/quality"),
-        help="results folder (default: %(default)s)",
-    )
-    add("--generator", type=Path, help="generator checkpoint folder (default: the shipped one)")
-    add("--zoo", type=Path, help="zoo folder or export file (default: the shipped zoo)")
-    add("--base-model", help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)")
-    add("--encoder", help="sentence-transformers folder (default: all-MiniLM-L6-v2)")
-    add(
-        "--source",
-        choices=["all", "bigbench", "packages", "synthetic"],
-        default="all",
-        help="task source: all (BIG-bench and the everyday tasks of package archives), "
-        "bigbench, packages, or synthetic (the code-generated test tasks); default %(default)s",
-    )
-    add(
-        "--tasks",
-        choices=["held_out", "all"],
-        default="held_out",
-        help="held-out families only (the benchmark) or all (in-distribution diagnostics)",
-    )
-    add("--families", help="comma-separated families to keep (default: all of --tasks)")
-    add("--limit", type=int, help="evaluate only the first N tasks")
-    add(
-        "--per-family",
-        type=int,
-        help="evaluate at most N tasks of each family (the first by task id; default: all)",
-    )
-    add(
-        "--eval-examples",
-        type=int,
-        default=100,
-        help="eval examples per task, the same for every method (default: %(default)s)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the eval example draw and of the best-of-n samples (default: %(default)s)",
-    )
-    add(
-        "--methods",
-        type=_methods,
-        help=f"comma-separated subset of: {', '.join(METHODS)} (default: all but "
-        f"{', '.join(m for m in METHODS if m not in DEFAULT_METHODS)})",
-    )
-    add(
-        "--user-descriptions",
-        type=Path,
-        default=USER_DESCRIPTIONS,
-        help="JSON of the held-out tasks' user-written descriptions "
-        '({"descriptions": {task_id: [text, ...]}}; default: the committed ones)',
-    )
-    add(
-        "--no-generation",
-        action="store_true",
-        help="skip the greedy answers on multiple-choice tasks (generation accuracy, in format)",
-    )
-    add(
-        "--paraphrases",
-        type=int,
-        default=0,
-        help="paraphrased descriptions also scored for base+description, nearest, hypergen (default: %(default)s)",
-    )
-    add("--k", type=int, help="experts merged by topk-merge (default: the generator's k)")
-    add(
-        "--tau",
-        type=float,
-        help="softmax temperature of the topk-merge weights (default: the generator's tau)",
-    )
-    add(
-        "--best-of-n",
-        type=int,
-        default=4,
-        help="samples for hypergen-best-of-n (default: %(default)s)",
-    )
-    add("--oracle-steps", type=int, help="oracle training steps (default: the zoo recipe's)")
-    add(
-        "--multitask-steps",
-        type=int,
-        help="cap on multitask training steps (default: recipe steps × zoo experts)",
-    )
-    add("--device", default="cpu", help="torch device of the base model (default: %(default)s)")
-    add(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default="bfloat16",
-        help="precision the base model scores in (default: %(default)s, 2.5x faster than "
-        "float32 on CPUs with AVX-512 BF16; the LoRA layers and all training stay float32)",
-    )
-    add(
-        "--fresh",
-        action="store_true",
-        help="start over: ignore the finished tasks in <out>/progress.jsonl and the method cache",
-    )
-    add("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _check(args: argparse.Namespace) -> None:
-    positive = ("eval_examples", "best_of_n", "limit", "per_family", "k")
-    for name in (*positive, "oracle_steps", "multitask_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"hypergen-eval: --{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.paraphrases < 0 or (args.tau is not None and args.tau <= 0):
-        raise SystemExit("hypergen-eval: --paraphrases must be >= 0 and --tau > 0")
+    """The ``hypergen-eval`` parser, with this module's method list as its epilog."""
+    return options.build_parser(__doc__.split("\n", 2)[2])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    _check(args)
+    options.check(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         results = evaluate(args, argv)

@@ -285,6 +285,13 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_training_options(p)
     p = sub.add_parser("build", help="train and add experts for a task source, resumably")
+    top.build_parser = p  # --config sets this subcommand's defaults
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML recipe: keys are this command's option names (steps = 64, ...); options "
+        "on the command line override it (expert_zoo/recipes/)",
+    )
     p.add_argument(
         "--source",
         choices=["bigbench", "packages", "all", "synthetic"],
@@ -340,7 +347,13 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "config", None) is not None:
+        from hypergen.recipe_file import read_recipe
+
+        top.build_parser.set_defaults(**read_recipe(args.config, top.build_parser))
+        args = top.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",

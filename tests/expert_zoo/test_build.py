@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,21 @@ def test_add_reports_a_bad_task_file(tmp_path, capsys):
     bad.write_text('{"description": "d"}\n{"input": 3, "output": "x"}\n')
     assert main(["--zoo", str(tmp_path / "zoo"), "add", "--task", str(bad)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_build_reads_its_recipe_file_under_the_command_line(tmp_path, monkeypatch, capsys):
+    from expert_zoo import cli as zoo_cli
+
+    seen = {}
+    monkeypatch.setitem(zoo_cli.COMMANDS, "build", lambda zoo, args: seen.update(vars(args)) or 0)
+    shipped = Path(zoo_cli.__file__).parent / "recipes" / "zoo-v2.toml"
+    argv = ["--zoo", str(tmp_path / "zoo"), "build", "--config", str(shipped), "--steps", "3"]
+    assert zoo_cli.main(argv) == 0
+    assert seen["source"] == "all" and seen["retrain_flagged"] is True
+    assert seen["val_examples"] == 32 and seen["max_seconds"] == 600.0
+    assert seen["steps"] == 3  # the command line wins
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stepz = 3\n")
+    with pytest.raises(SystemExit):
+        zoo_cli.main(["--zoo", str(tmp_path / "zoo"), "build", "--config", str(bad)])
+    assert "unknown option 'stepz'" in capsys.readouterr().err

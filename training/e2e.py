@@ -41,9 +41,7 @@ below 1 at cosine 1).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -51,7 +49,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
-from tqdm.auto import tqdm
 
 from expert_zoo.scoring import _decoder_and_head
 from expert_zoo.tasks import Example, Task
@@ -63,12 +60,6 @@ from hypergen.layout import Weights
 from hypergen.prompting import IGNORE_INDEX, make_batch
 from training.data import GeneratorDataModule, RowDataset
 from training.e2e_config import DTYPES, TRAINABLE, E2EConfig
-from training.e2e_state import (
-    append_metrics,
-    load_state,
-    save_best,
-    save_state,
-)
 from training.evaluation.baselines import load_zoo_tasks, zoo_recipe, zoo_records
 from training.lora_batch import BatchedLora, dw_inner, geometry
 from training.module import RowConditions
@@ -98,14 +89,6 @@ def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
         )
     tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
     return tasks, zoo_recipe(list(records.values()))
-
-
-def trained_parameters(model: LoraCVAE, trainable: str) -> list[torch.nn.Parameter]:
-    if trainable == "gates":
-        return list(model.gates.parameters())
-    if trainable == "layer-scales":
-        return list(model.layer_scales.parameters())
-    return list(model.parameters())
 
 
 class EndToEnd:
@@ -341,125 +324,6 @@ class EndToEnd:
         return out
 
 
-# --- the resumable loop --------------------------------------------------------------------------
-def learning_rate(config: E2EConfig, step: int) -> float:
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+from training.e2e_loop import learning_rate, summary, train_e2e  # noqa: E402  (re-exported)
 
-
-def train_e2e(
-    stage: EndToEnd,
-    state: Path,
-    settings: dict,
-    progress: bool = True,
-    on_save: Callable[[int], None] | None = None,
-) -> dict:
-    """Train ``stage.model`` for ``stage.config.steps`` steps (in total, over every resume),
-    saving the state under ``state`` and resuming from it when it holds a checkpoint made with
-    the same ``settings`` (what the numbers depend on: zoo, starting generator, recipe less
-    its step count). Ends with ``stage.model`` holding the best validated weights (the start
-    included); returns the run's record."""
-    c, model = stage.config, stage.model
-    params = trained_parameters(model, c.trainable)
-    wanted = {id(p) for p in params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in wanted)
-    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-    main = stage.rank == 0  # with several processes the first validates, saves and logs
-    record = load_state(state, settings, model, opt)
-    if record is None:
-        record = {"step": 0, "seconds": 0.0, "best": None, "initial": {}, "reference": {}}
-        if main:
-            _start(stage, state, settings, opt, record)
-    else:
-        logger.info("resuming the end-to-end stage at step %d from %s", record["step"], state)
-    if stage.world > 1:
-        dist.barrier()
-    start, last_save = time.perf_counter() - record["seconds"], time.perf_counter()
-    bar = tqdm(
-        total=c.steps, initial=record["step"], desc="end-to-end", disable=not (progress and main)
-    )
-    for step in range(record["step"], c.steps):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(c, step)
-        opt.zero_grad(set_to_none=True)
-        parts = stage.step_loss(step)
-        parts["loss"].backward()
-        if stage.world > 1:
-            _all_reduce_grads(params)
-            parts = _summed(parts)
-        norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-        opt.step()
-        record["step"] = step + 1
-        if not main:
-            continue
-        line = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in parts.items()}}
-        line["grad_norm"] = round(float(norm), 6)
-        if record["step"] % c.val_every == 0 or record["step"] == c.steps:
-            metrics = stage.validate()
-            line.update({k: v if isinstance(v, list) else round(v, 6) for k, v in metrics.items()})
-            if metrics and metrics["val_loss"] < record["best"]["val_loss"]:
-                record["best"] = {"step": record["step"], "val_loss": metrics["val_loss"]}
-                save_best(state, model, record)
-        append_metrics(state, line)
-        bar.update()
-        bar.set_postfix(loss=f"{line['lm']:.3f}", best=_best_text(record))
-        record["seconds"] = time.perf_counter() - start
-        if time.perf_counter() - last_save >= c.save_every_s or record["step"] == c.steps:
-            save_state(state, settings, model, opt, record)
-            last_save = time.perf_counter()
-            if on_save is not None:
-                on_save(record["step"])
-    bar.close()
-    if main and record["best"] is not None:  # the best validated weights, the start included
-        best = LoraCVAE.from_pretrained(state / "best")
-        model.load_state_dict(best.state_dict())
-    return record
-
-
-def _start(stage: EndToEnd, state: Path, settings: dict, opt, record: dict) -> None:
-    """A new run's step 0: the reference losses, the starting point's validation (the first
-    candidate for the best weights), the first metric line and checkpoint."""
-    record["reference"] = stage.reference()
-    if record["reference"]:
-        record["initial"] = stage.validate()
-        record["best"] = {"step": 0, "val_loss": record["initial"]["val_loss"]}
-        save_best(state, stage.model, record)
-    append_metrics(state, {"step": 0, **record["reference"], **record["initial"]}, reset=True)
-    save_state(state, settings, stage.model, opt, record)
-
-
-def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
-    """Sum the processes' gradients (each process's loss is its share of the step's mean, so
-    the sum is the gradient of the whole step), in one flat buffer."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for p in params:
-        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
-
-
-def _summed(parts: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The step's logged losses over every process (each holds its share)."""
-    keys = sorted(parts)
-    values = torch.stack([parts[k].detach().double() for k in keys])
-    dist.all_reduce(values)
-    return dict(zip(keys, values, strict=True))
-
-
-def _best_text(record: dict) -> str:
-    best = record["best"]
-    return "-" if best is None else f"{best['val_loss']:.3f}@{best['step']}"
-
-
-def summary(record: dict) -> str:
-    ref, start = record.get("reference") or {}, record.get("initial") or {}
-    if not ref:
-        return f"end-to-end stage: {record['step']} steps (no validation experts)"
-    best = record["best"]
-    return (
-        f"end-to-end stage: {record['step']} steps; val_loss {start['val_loss']:.4f} -> "
-        f"{best['val_loss']:.4f} (best at step {best['step']}; neighbours' merge "
-        f"{ref['val_loss_merge']:.4f}, no adapter {ref['val_loss_base']:.4f})"
-    )
+__all__ = ["BatchedLora", "E2EConfig", "EndToEnd", "learning_rate", "summary", "train_e2e"]

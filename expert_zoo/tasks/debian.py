@@ -42,13 +42,14 @@ from pathlib import Path
 
 from .base import Example, Task, is_held_out
 from .bigbench_sdist import cache_lock
-from .packaged import MAX_INPUT_CHARS, SPLITS, Source, load_source, packages_dir
+from .corpora import MAX_INPUT_CHARS
+from .packaged import SPLITS, Source, load_source, packages_dir
 from .pypi_fetch import sha256_of
 
 logger = logging.getLogger(__name__)
 
 MAX_WORDS = 3000
-"""Cap on a word list's examples: a fixed random sample (as :func:`packaged._syllables`)."""
+"""Cap on a word list's examples: a fixed random sample (as :func:`corpora._syllables`)."""
 FORTUNE_TOPICS = ("computers", "education", "food", "law", "love", "politics", "science", "sports")
 """Fortune files named by a clear topic with 130+ quotes of at most ``MAX_INPUT_CHARS``."""
 MAX_PER_TOPIC = 200

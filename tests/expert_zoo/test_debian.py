@@ -15,6 +15,7 @@ import pytest
 
 from expert_zoo.tasks import debian, is_held_out
 from expert_zoo.tasks.by_id import load_tasks
+from expert_zoo.tasks.corpora import MAX_INPUT_CHARS
 from expert_zoo.tasks.debian import (
     DEBIAN_ARCHIVES,
     DEBIAN_SOURCES,
@@ -27,7 +28,7 @@ from expert_zoo.tasks.debian import (
     iter_debian_tasks,
     load_debian_task,
 )
-from expert_zoo.tasks.packaged import MAX_INPUT_CHARS, load_source
+from expert_zoo.tasks.packaged import load_source
 from expert_zoo.tasks.user_descriptions import DESCRIPTIONS_DIR
 
 TEMPLATED = re.compile(r"^(task:|an? [\w ]+ task\.)", re.IGNORECASE)

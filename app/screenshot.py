@@ -12,7 +12,7 @@ import socket
 import time
 from pathlib import Path
 
-from hypergen.demo import GEN_DESCRIPTION, GEN_INPUT
+from app.demo import GEN_DESCRIPTION, GEN_INPUT
 
 FLAGS = [
     "--headless",

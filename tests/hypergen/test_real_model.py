@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.demo import EXAMPLES, fit_lora
 from hypergen import LoraAdapter, LoraLayout, apply_adapter, load_base_model, merge_into_base
-from hypergen.demo import EXAMPLES, fit_lora
 from hypergen.prompting import make_batch
 
 README = Path(__file__).resolve().parents[2] / "README.md"

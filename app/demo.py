@@ -25,7 +25,7 @@ from hypergen.encoder import TaskEncoder
 from hypergen.layout import LoraLayout
 from hypergen.prompting import answer, make_batch, told_the_task
 
-logger = logging.getLogger("hypergen.demo")
+logger = logging.getLogger("app.demo")
 
 DESCRIPTION = "Read a short review and answer with one word: positive or negative."
 EXAMPLES = [
@@ -143,7 +143,7 @@ def generate_demo(args) -> None:
 
 def fit_demo(args) -> None:
     """The pre-generator demo: fit, save, reload, merge, compare."""
-    logging.getLogger("hypergen.demo").setLevel(logging.INFO)
+    logging.getLogger("app.demo").setLevel(logging.INFO)
 
     t0 = time.perf_counter()
     base = load_base_model()

@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import importlib.util
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -105,9 +106,10 @@ def _record(
     module: GeneratorModule, trainer: L.Trainer, data: GeneratorDataModule, args, seconds: float
 ) -> dict:
     metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items()}
+    ended = module.ended or {"epochs": trainer.current_epoch, "steps": trainer.global_step}
     return {
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
+        "epochs": ended["epochs"],
+        "steps": ended["steps"],
         "seconds": round(seconds, 1),
         "train_experts": len(data.train_experts),
         "val_experts": len(data.val_experts),
@@ -198,7 +200,10 @@ def _reconstruction_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE
     trainer = _trainer(args, logs, has_val, steps)
     if has_val:  # the starting point (neighbours' merge, or the warm start) is a candidate too
         module.initial_metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
+    module.handoff = logs / "reconstruction-end"
+    shutil.rmtree(module.handoff, ignore_errors=True)
     trainer.fit(module, datamodule=data)
+    module.take_handoff()
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return module, trainer

@@ -12,11 +12,14 @@ in normalised space) and ``val_recon_neighbour_baseline`` / ``val_dw_neighbour_b
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from hypergen.bank import ExpertBank
@@ -151,6 +154,35 @@ class GeneratorModule(L.LightningModule):
         self.best_score = float("inf")
         self.best_state: dict[str, Tensor] | None = None
         self.initial_metrics: dict[str, float] = {}
+        self.handoff: Path | None = None
+        """Where the first process leaves the best weights and the epoch and step counts when
+        training ends (safetensors + JSON): with ``ddp_spawn`` the training ran in other
+        processes, whose attributes never come back to the caller's module."""
+        self.ended: dict | None = None
+
+    def on_train_end(self) -> None:
+        if self.handoff is None or not self.trainer.is_global_zero:
+            return
+        state = self.best_state or {k: v.detach() for k, v in self.model.state_dict().items()}
+        self.handoff.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(self.handoff / "weights.safetensors"))
+        ended = {
+            "epochs": self.trainer.current_epoch,
+            "steps": self.trainer.global_step,
+            "best_score": None if self.best_state is None else self.best_score,
+        }
+        (self.handoff / "ended.json").write_text(json.dumps(ended))
+
+    def take_handoff(self) -> None:
+        """After ``fit``: read what :meth:`on_train_end` left (the best weights into
+        ``best_state``, the counts into ``ended``)."""
+        if self.handoff is None or not (self.handoff / "ended.json").is_file():
+            return
+        self.ended = json.loads((self.handoff / "ended.json").read_text())
+        if self.ended["best_score"] is not None:
+            self.best_state = load_file(str(self.handoff / "weights.safetensors"))
+            self.best_score = self.ended["best_score"]
 
     def beta(self) -> float:
         """KL weight at the current step (linear warm-up)."""

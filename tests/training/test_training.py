@@ -228,3 +228,16 @@ def test_cli_reads_an_export_file_and_documents_its_options(zoo_folder, tmp_path
     text = capsys.readouterr().out
     for option in ("--zoo", "--warm-start", "--strategy", "--num-nodes", "--kl-warmup"):
         assert option in text
+
+
+def test_the_reconstruction_stage_under_lightnings_ddp_on_cpu(zoo_folder, tmp_path):
+    """Two processes (gloo, ``ddp_spawn``): the spawned processes' best weights and counts come
+    back to the caller through the safetensors + JSON hand-off (a spawned module's attributes
+    do not)."""
+    argv = ["--devices", "2", "--strategy", "ddp_spawn", "--logs", str(tmp_path / "logs")]
+    assert run_cli(zoo_folder, tmp_path / "gen", *argv) == 0
+    (stage,) = LoraCVAE.from_pretrained(tmp_path / "gen", tiny_layout(), 16).config.extra["stages"]
+    assert stage["epochs"] == 3 and stage["steps"] > 0
+    assert stage["best_val_objective_prior"] is not None
+    assert stage["best_val_objective_prior"] <= stage["last_metrics"]["val_objective_prior"] + 1e-6
+    assert (tmp_path / "logs" / "reconstruction-end" / "weights.safetensors").is_file()

@@ -315,6 +315,11 @@ def read_zoo_folder(root: str | Path) -> ZooExport:
             raise BankError(
                 f"{folder}: unreadable embeddings ({exc}): run `expert-zoo repair`"
             ) from exc
+        if len(emb) != len(record["descriptions"]):
+            raise BankError(
+                f"{folder}: {len(emb)} description embeddings for "
+                f"{len(record['descriptions'])} descriptions: run `expert-zoo repair`"
+            )
         embeddings.append(emb)
         row_expert += [i] * len(emb)
         row_description += list(range(len(emb)))
@@ -322,25 +327,37 @@ def read_zoo_folder(root: str | Path) -> ZooExport:
         header=header,
         records=records,
         weights={k: torch.stack(v) for k, v in weights.items()},
-        embeddings=np.concatenate(embeddings).astype(np.float32),
+        embeddings=(stacked := np.concatenate(embeddings).astype(np.float32)),
         row_expert=np.asarray(row_expert, dtype=np.int64),
         row_description=np.asarray(row_description, dtype=np.int64),
-        index=_committed_index(root, snap),
+        index=_committed_index(root, snap, stacked),
     )
 
 
-def _committed_index(root: Path, snap) -> faiss.Index | None:
-    """The index the manifest names, checked against it; ``None`` (the bank builds its own from
-    the experts' embeddings) when it is missing or does not fit, with a warning."""
+def _committed_index(root: Path, snap, embeddings: np.ndarray) -> faiss.Index | None:
+    """The index the manifest names, if it holds exactly ``embeddings`` (the experts' files,
+    row for row); ``None`` (the bank builds its own from the embeddings) when it is missing,
+    does not fit, or differs, with a warning: retrieval must never pair rows with the wrong
+    experts."""
     if snap.index_name is None:
         return None
     try:
         index = read_index(root, snap.index_name)
         check_index(index, snap, root)
-        return index
     except ZooError as exc:
         logger.warning("%s; retrieving from an index built from the experts' embeddings", exc)
         return None
+    if index.ntotal != len(embeddings) or not np.array_equal(
+        index.reconstruct_n(0, index.ntotal), embeddings
+    ):
+        logger.warning(
+            "index %s of %s differs from the experts' embeddings (a writer was committing?); "
+            "retrieving from an index built from the embeddings",
+            snap.index_name,
+            root,
+        )
+        return None
+    return index
 
 
 class ExportWeights:

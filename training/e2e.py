@@ -157,10 +157,12 @@ class EndToEnd:
         items = default_collate([self.rows[int(r)] for r in rows])
         return self.conditions(items, self.device)
 
-    def adapters(self, cond: dict[str, Tensor], sample: bool = False) -> tuple[Weights, Tensor]:
+    def adapters(
+        self, cond: dict[str, Tensor], sample: bool = False, eps: Tensor | None = None
+    ) -> tuple[Weights, Tensor]:
         """The rows' adapters (differentiable in the generator) and the KL of p(z|c) to N(0, I)
         per row: from the prior's mean, or with ``sample`` from ``z ~ p(z|c)``."""
-        self._chunks, mu, logvar = self.model.decode_prior(cond, 1.0 if sample else 0.0)
+        self._chunks, mu, logvar = self.model.decode_prior(cond, 1.0 if sample else 0.0, eps)
         kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
         return self.model.to_weights(self._chunks), kl
 
@@ -232,10 +234,14 @@ class EndToEnd:
         torch.manual_seed(c.seed * 1_000_003 + step)  # dropout and latent noise of this step
         self.model.train()
         rows, examples, owner = self.draw(step)
+        eps = None
         if self.world > 1:
+            if c.kl_weight > 0:  # one draw for the whole step, each process its tasks' rows
+                eps = torch.randn(len(rows), self.model.config.latent_dim)
+                eps = eps[self.rank :: self.world].to(self.device)
             rows, examples, owner = self.share(rows, examples, owner)
         cond = self.batch(rows)
-        weights, kl = self.adapters(cond, sample=c.kl_weight > 0)
+        weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
             anchor, kl = self.residual(cond), kl.mean()

@@ -3,7 +3,8 @@ tasks are dealt to the processes (task ``i`` to process ``i mod n``), their grad
 with ``torch.distributed`` (gloo, so CPU cores; one process per core is what makes a
 two-core machine train one run about twice as fast), and the first process validates, saves the
 state and logs. The state is the single-process one, so a run may be resumed with another
-number of processes. ``hypergen-train --sft-processes N`` runs it.
+number of processes: the same run statistically, not bit for bit (each process draws its own
+dropout masks; the latent noise is one draw per step, dealt like the tasks). ``hypergen-train --sft-processes N`` runs it.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def train_e2e(
         p.requires_grad_(id(p) in wanted)
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
     main = stage.rank == 0  # with several processes the first validates, saves and logs
-    record = load_state(state, settings, model, opt)
+    record = load_state(state, settings, model, opt, truncate=main)
     if record is None:
         record = {"step": 0, "seconds": 0.0, "best": None, "initial": {}, "reference": {}}
         if main:
@@ -124,11 +124,11 @@ def _start(stage: EndToEnd, state: Path, settings: dict, opt, record: dict) -> N
 def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
     """Sum the processes' gradients (each process's loss is its share of the step's mean, so
     the sum is the gradient of the whole step), in one flat buffer."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    used = [p for p in params if p.grad is not None]  # the same on every process (one graph)
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
     dist.all_reduce(flat)
     offset = 0
-    for p in params:
+    for p in used:  # a parameter no loss reached keeps no gradient, so AdamW leaves it alone
         p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
         offset += p.numel()
 

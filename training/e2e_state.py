@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -47,10 +48,14 @@ def save_state(state: Path, settings: dict, model: LoraCVAE, opt, record: dict) 
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
 
 
-def load_state(state: Path, settings: dict, model: LoraCVAE, opt) -> dict | None:
+def load_state(
+    state: Path, settings: dict, model: LoraCVAE, opt, truncate: bool = True
+) -> dict | None:
     """Load ``<state>/checkpoint`` into ``model`` and ``opt``; ``None`` when there is none.
-    A checkpoint of another format or made with other settings raises ``ValueError``."""
+    A checkpoint of another format or made with other settings raises ``ValueError``. With
+    ``truncate`` (the one process that logs) metric lines past the checkpoint are dropped."""
     folder = state / "checkpoint"
+    _recover(folder)
     if not (folder / "state.json").is_file():
         return None
     meta = json.loads((folder / "state.json").read_text())
@@ -70,8 +75,20 @@ def load_state(state: Path, settings: dict, model: LoraCVAE, opt) -> dict | None
     saved = LoraCVAE.from_pretrained(folder / "generator", model.layout, model.config.embed_dim)
     model.load_state_dict(saved.state_dict())
     opt.load_state_dict(_unpack_optimizer(load_file(str(folder / "optimizer.safetensors")), meta))
-    _truncate(state, meta["record"]["step"])
+    if truncate:
+        _truncate(state, meta["record"]["step"])
     return meta["record"]
+
+
+def _recover(folder: Path) -> None:
+    """Put back the previous checkpoint when a save was killed between moving it aside and
+    renaming the new one in (:func:`hypergen._fs.atomic_dir` leaves it in
+    ``.checkpoint.old-*/x``); otherwise a resume would find no checkpoint and start over."""
+    if folder.exists():
+        return
+    aside = sorted(folder.parent.glob(f".{folder.name}.old-*/x/state.json"))
+    if aside:
+        os.replace(aside[-1].parent, folder)
 
 
 def _pack_optimizer(opt) -> tuple[dict[str, Tensor], list[dict]]:

@@ -391,3 +391,13 @@ def test_cli_runs_the_stage_in_two_processes(setup, tiny_model_dir, tmp_path, ca
     stage = json.loads((tmp_path / "gen" / "config.json").read_text())["extra"]["stages"][-1]
     assert stage["step"] == 2 and stage["best"]["val_loss"] <= stage["initial"]["val_loss"]
     assert LoraCVAE.from_pretrained(tmp_path / "gen").num_parameters() > 0
+
+
+def test_a_checkpoint_caught_mid_swap_is_put_back(tmp_path):
+    """A kill between moving the old checkpoint aside and renaming the new one in leaves only
+    ``.checkpoint.old-*/x``: the resume puts it back instead of starting over."""
+    aside = tmp_path / ".checkpoint.old-abc" / "x"
+    aside.mkdir(parents=True)
+    (aside / "state.json").write_text("{}")
+    e2e_state._recover(tmp_path / "checkpoint")
+    assert (tmp_path / "checkpoint" / "state.json").read_text() == "{}"

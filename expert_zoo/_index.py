@@ -1,18 +1,12 @@
-"""The committed state of an expert zoo: ``manifest.json`` and the FAISS index it names.
+"""The committed state of an expert zoo, write side: the commit of a new generation and the
+collection of old index files (the format itself and its reading are
+:mod:`hypergen.zoo_format`'s).
 
-``<root>/manifest.json`` lists the zoo's records in index row order (expert ``i`` owns
-``len(descriptions)`` consecutive rows) and names the current index file::
-
-    {"format": "hypergen-expert-zoo/1", "generation": 7, "index": "index-7.faiss",
-     "header": {"encoder": ..., "base_model": ..., "dim": 384, "layout": {...}},
-     "experts": [<ExpertRecord as a dict>, ...]}
-
-The index is a ``faiss.IndexFlatIP`` over unit-norm description embeddings, so inner product is
-cosine similarity. A writer (holding the zoo lock) writes ``index-<g+1>.faiss`` and fsyncs it,
-then writes the manifest to a temporary file, fsyncs it and ``os.replace``-s it over
-``manifest.json``: that one rename is the commit. Readers take no lock; they read the manifest,
-then the index file it names, so they see generation ``g`` or ``g+1``, never a mix. Index files of
-older generations are deleted after the commit (the previous one is kept for slow readers).
+A writer (holding the zoo lock) writes ``index-<g+1>.faiss`` and fsyncs it, then writes the
+manifest to a temporary file, fsyncs it and ``os.replace``-s it over ``manifest.json``: that one
+rename is the commit. Readers take no lock; they read the manifest, then the index file it
+names, so they see generation ``g`` or ``g+1``, never a mix. Index files of older generations are
+deleted after the commit (the previous one is kept for slow readers).
 """
 
 from __future__ import annotations

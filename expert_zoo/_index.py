@@ -23,8 +23,6 @@ import numpy as np
 from hypergen.errors import LayoutError
 from hypergen.layout import LoraLayout
 from hypergen.zoo_format import (  # the read side of the format: one owner, shared with the bank
-    _INDEX_NAME,
-    _MANIFEST_TMP,
     FORMAT,
     MANIFEST,
     MAX_ID_CHARS,
@@ -40,6 +38,7 @@ from hypergen.zoo_format import (  # the read side of the format: one owner, sha
     record_problem,
     repair_hint,
 )
+from hypergen.zoo_format.folder import _INDEX_NAME, _MANIFEST_TMP
 
 logger = logging.getLogger(__name__)
 

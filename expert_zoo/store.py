@@ -368,7 +368,6 @@ def read_export(path: str | Path) -> ZooExport:
     return _export.read(Path(path))
 
 
-# --- helpers ------------------------------------------------------------------------------------
 def _prepare(
     record: ExpertRecord, adapter: LoraAdapter, embeddings: np.ndarray
 ) -> tuple[dict, np.ndarray]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,6 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from hypergen._fs import atomic_dir
-from hypergen._untrusted import UntrustedFileError, load_safetensors, refuse_pickle
 from hypergen.conditioning import (
     chunk_size,
     condition_inputs,
@@ -54,7 +52,6 @@ from hypergen.conditioning import (
     to_chunks,
     trace_product,
 )
-from hypergen.errors import LayoutError
 from hypergen.layout import LoraLayout, Weights
 
 __all__ = [
@@ -72,11 +69,11 @@ __all__ = [
 
 from hypergen.cvae_config import (  # the architecture record; re-exported
     CONFIG_NAME,
-    MAX_PARAMETERS,
     WEIGHTS_NAME,
     CheckpointError,
     CVAEConfig,
-    read_config,
+    read_checked_config,
+    read_checked_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -383,38 +380,10 @@ class LoraCVAE(nn.Module):
         must be finite. Pickle checkpoints (Lightning's ``.ckpt``, ``.bin``, ``.pt``) are refused.
         """
         folder = Path(folder)
-        refuse_pickle(folder, CheckpointError)
-        config = read_config(folder)
-        if expected_layout is not None:
-            try:
-                expected_layout.check_matches(config.lora_layout, what=f"generator {folder}")
-            except LayoutError as exc:
-                raise CheckpointError(
-                    f"{exc}; it was trained for base model {config.base_model!r}"
-                ) from exc
-        if expected_embed_dim is not None and expected_embed_dim != config.embed_dim:
-            raise CheckpointError(
-                f"generator {folder} expects {config.embed_dim}-d description embeddings "
-                f"(encoder {config.encoder!r}), found {expected_embed_dim}-d ones"
-            )
-        state = _read_weights(folder / WEIGHTS_NAME, config)
+        config = read_checked_config(folder, expected_layout, expected_embed_dim)
+        with torch.device("meta"):  # a config describing a huge model allocates nothing
+            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        state = read_checked_weights(folder, shapes)
         model = cls(config)
         model.load_state_dict(state, strict=True)
         return model.eval()
-
-
-def _read_weights(path: Path, config: CVAEConfig) -> dict[str, Tensor]:
-    """The checked state dict at ``path`` for a model of ``config`` (built on the meta device,
-    so a config describing a huge model allocates nothing)."""
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in LoraCVAE(config).state_dict().items()}
-    total = sum(math.prod(s) for s in shapes.values())
-    if total > MAX_PARAMETERS:
-        raise CheckpointError(
-            f"{path.parent / CONFIG_NAME} describes a generator of {total:,} numbers, more than "
-            f"the {MAX_PARAMETERS:,} allowed: refusing to build it"
-        )
-    try:
-        return load_safetensors(path, shapes)
-    except UntrustedFileError as exc:
-        raise CheckpointError(f"{path.parent} does not fit its config: {exc}") from exc

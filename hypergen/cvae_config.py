@@ -1,15 +1,18 @@
-"""The generator's architecture and provenance record (``config.json`` of a checkpoint), apart
-from its weights (:mod:`hypergen.cvae`) and from the training recipes (:mod:`training.e2e_config`,
-``hypergen-train``'s options)."""
+"""The generator's architecture and provenance record (``config.json`` of a checkpoint) and the
+checks a checkpoint's files pass before they are read, apart from the model (:mod:`hypergen.cvae`)
+and from the training recipes (:mod:`training.e2e_config`, ``hypergen-train``'s options)."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hypergen._untrusted import refuse_pickle
-from hypergen.errors import HypergenError
+from torch import Tensor
+
+from hypergen._untrusted import UntrustedFileError, load_safetensors, refuse_pickle
+from hypergen.errors import HypergenError, LayoutError
 from hypergen.layout import LoraLayout
 
 CONFIG_NAME = "config.json"
@@ -113,3 +116,44 @@ def read_config(folder: Path) -> CVAEConfig:
         return CVAEConfig.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError, LayoutError too
         raise CheckpointError(f"{path} is not a valid generator config: {exc}") from exc
+
+
+def read_checked_config(
+    folder: Path,
+    expected_layout: LoraLayout | None = None,
+    expected_embed_dim: int | None = None,
+) -> CVAEConfig:
+    """The config of the checkpoint in ``folder``, refusing pickle files and a checkpoint made
+    for another layout or encoder dimension (a :class:`CheckpointError` naming what was
+    expected and found)."""
+    refuse_pickle(folder, CheckpointError)
+    config = read_config(folder)
+    if expected_layout is not None:
+        try:
+            expected_layout.check_matches(config.lora_layout, what=f"generator {folder}")
+        except LayoutError as exc:
+            raise CheckpointError(
+                f"{exc}; it was trained for base model {config.base_model!r}"
+            ) from exc
+    if expected_embed_dim is not None and expected_embed_dim != config.embed_dim:
+        raise CheckpointError(
+            f"generator {folder} expects {config.embed_dim}-d description embeddings "
+            f"(encoder {config.encoder!r}), found {expected_embed_dim}-d ones"
+        )
+    return config
+
+
+def read_checked_weights(folder: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Tensor]:
+    """The state dict in ``folder``'s weights file, checked before it is read against
+    ``shapes`` (exactly these keys and shapes, float dtypes, at most :data:`MAX_PARAMETERS`
+    numbers), then for finite values."""
+    total = sum(math.prod(s) for s in shapes.values())
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{folder / CONFIG_NAME} describes a generator of {total:,} numbers, more than "
+            f"the {MAX_PARAMETERS:,} allowed: refusing to build it"
+        )
+    try:
+        return load_safetensors(folder / WEIGHTS_NAME, shapes)
+    except UntrustedFileError as exc:
+        raise CheckpointError(f"{folder} does not fit its config: {exc}") from exc

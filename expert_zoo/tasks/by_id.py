@@ -8,8 +8,8 @@ from .base import Task, TaskError
 
 
 def _prefixes() -> tuple[str, ...]:
+    from .archives import ARCHIVES
     from .debian import DEBIAN_ARCHIVES
-    from .packaged import ARCHIVES
 
     packages = (*ARCHIVES, *DEBIAN_ARCHIVES)
     return ("bigbench:", "synthetic:", *(f"{p}:" for p in packages))
@@ -30,10 +30,11 @@ def load_tasks(task_ids: Sequence[str]) -> list[Task]:
     Raises:
         TaskError: an id of a source that cannot be re-loaded, or an unknown id.
     """
+    from .archives import ensure_archive
     from .bigbench import load_bigbench_task
     from .bigbench_sdist import ensure_extracted
     from .debian import DEBIAN_ARCHIVES, load_debian_task
-    from .packaged import ensure_archive, load_source, source_for
+    from .packaged import load_source, source_for
     from .synthetic import synthetic_tasks
 
     bad = sorted({t for t in task_ids if not can_reload(t)})

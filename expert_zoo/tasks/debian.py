@@ -2,7 +2,7 @@
 library only (``ar`` + ``tar``; never installed, never from a hub).
 
 Each package is fetched once with ``apt-get download <package>=<version>`` (Debian 12
-"bookworm") into :func:`packaged.packages_dir` and checked against a pinned sha256. A ``.deb``
+"bookworm") into :func:`archives.packages_dir` and checked against a pinned sha256. A ``.deb``
 is an ``ar`` archive; its ``data.tar.xz`` member holds the files that would be installed. Every
 pinned package uses xz; gzip, bzip2 and plain tar are read too, zstd is refused (Python 3.11 has
 no zstd module).
@@ -40,9 +40,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archives import cached_file
 from .base import Example, Task
 from .corpora import MAX_INPUT_CHARS
-from .packaged import Source, cached_file, find_source, load_source, select_sources
+from .packaged import Source, find_source, load_source, select_sources
 from .pypi_fetch import sha256_of
 
 logger = logging.getLogger(__name__)

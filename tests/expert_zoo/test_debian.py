@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from expert_zoo.tasks import debian, is_held_out, packaged
+from expert_zoo.tasks import archives, debian, is_held_out
 from expert_zoo.tasks.by_id import load_tasks
 from expert_zoo.tasks.corpora import MAX_INPUT_CHARS
 from expert_zoo.tasks.debian import (
@@ -188,7 +188,7 @@ def test_freedict_keeps_one_word_one_sense_entries(cache):
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):
-    monkeypatch.setattr(packaged, "packages_dir", lambda: cache)  # where ensure_deb looks
+    monkeypatch.setattr(archives, "packages_dir", lambda: cache)  # where ensure_deb looks
     train = list(iter_debian_tasks("train", cache_dir=cache, download=False))
     held = list(iter_debian_tasks("held_out", cache_dir=cache, download=False))
     assert train and held and not {t.family for t in train} & {t.family for t in held}

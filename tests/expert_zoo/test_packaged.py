@@ -10,14 +10,13 @@ import zipfile
 
 import pytest
 
-from expert_zoo.tasks import corpora, is_held_out, packaged
+from expert_zoo.tasks import archives, corpora, is_held_out
+from expert_zoo.tasks.archives import ARCHIVES, ensure_archive
 from expert_zoo.tasks.by_id import load_tasks
 from expert_zoo.tasks.corpora import DRUG_REVIEWS_ZIP, PATTERN_CORPORA
 from expert_zoo.tasks.lexicons import PATTERN_PACKAGE
 from expert_zoo.tasks.packaged import (
-    ARCHIVES,
     SOURCES,
-    ensure_archive,
     iter_packaged_tasks,
     load_source,
     source_for,
@@ -284,7 +283,7 @@ def test_word_level_labels_follow_each_files_convention(cache):
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):
-    monkeypatch.setattr(packaged, "packages_dir", lambda: cache)
+    monkeypatch.setattr(archives, "packages_dir", lambda: cache)
     train = list(iter_packaged_tasks("train", cache_dir=cache, download=False))
     held = list(iter_packaged_tasks("held_out", cache_dir=cache, download=False))
     assert train and held and not {t.family for t in train} & {t.family for t in held}

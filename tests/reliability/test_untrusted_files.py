@@ -26,7 +26,8 @@ from expert_zoo.store import ExpertZoo, ZooError, read_export
 from hypergen._untrusted import UntrustedFileError, extract_zip, read_safetensors_header
 from hypergen.adapter_io import CONFIG_NAME, WEIGHTS_NAME, LoraAdapter
 from hypergen.base_model import load_base_model
-from hypergen.cvae import MAX_PARAMETERS, CheckpointError, CVAEConfig, LoraCVAE
+from hypergen.cvae import CheckpointError, CVAEConfig, LoraCVAE
+from hypergen.cvae_config import MAX_PARAMETERS
 from hypergen.errors import AdapterError, BaseModelError, HypergenError
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama

@@ -104,12 +104,7 @@ from training.evaluation.baselines import (
     zoo_records,
 )
 from training.evaluation.cache import SCORING, Progress, ScoreCache, fingerprint
-from training.evaluation.methods import (
-    METHOD_NOTES,
-    RUNNERS,
-    Harness,
-    MethodError,
-)
+from training.evaluation.methods import METHOD_NOTES, RUNNERS, Harness, MethodError
 from training.evaluation.options import DTYPES, USER_DESCRIPTIONS, parse_methods
 
 logger = logging.getLogger("hypergen.eval")

@@ -401,3 +401,21 @@ def test_a_checkpoint_caught_mid_swap_is_put_back(tmp_path):
     (aside / "state.json").write_text("{}")
     e2e_state._recover(tmp_path / "checkpoint")
     assert (tmp_path / "checkpoint" / "state.json").read_text() == "{}"
+
+
+def test_every_committed_recipe_parses_into_known_options():
+    from training import cli as train_cli
+    from training.options import parse_args
+
+    recipes = sorted((Path(train_cli.__file__).parent / "recipes").glob("*.toml"))
+    assert {r.name for r in recipes} >= {"generator-v1-stage1.toml", "generator-v1.toml"}
+    for recipe in recipes:
+        args = parse_args(["--config", str(recipe)], train_cli.build_parser())
+        assert args.zoo and args.out and args.epochs == 0, recipe.name
+    stage2 = parse_args(
+        ["--config", str(recipes[0].parent / "generator-v1.toml")], train_cli.build_parser()
+    )
+    stage1 = parse_args(
+        ["--config", str(recipes[0].parent / "generator-v1-stage1.toml")], train_cli.build_parser()
+    )
+    assert stage2.warm_start == stage1.out and stage1.layer_scales and stage1.k == 8

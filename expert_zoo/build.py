@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
 from expert_zoo.tasks import Task
@@ -93,7 +93,7 @@ def build(
     With ``retrain_flagged``, flagged experts whose recipe is not ``config`` are trained again
     with it and replace the old ones (a resumed build skips those already retrained)."""
     start, report = time.perf_counter(), BuildReport([], [], [], 0.0)
-    recipe = asdict(config) if retrain_flagged else None
+    recipe = config.record() if retrain_flagged else None
     for task, again in _todo(zoo, tasks, shard, report, recipe):
         record = add_task(zoo, base, encoder, task, config, keep_flagged, progress, replace=again)
         (report.added if record else report.dropped).append(task.task_id)

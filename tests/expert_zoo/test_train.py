@@ -5,7 +5,7 @@ import torch
 
 from expert_zoo.scoring import answer_loss, normalise_answer, option_logprobs, score_examples
 from expert_zoo.tasks import Example, synthetic_tasks
-from expert_zoo.train import ExpertTrainConfig, train_expert
+from expert_zoo.train import ExpertTrainConfig, answer_token_loss, train_expert
 from hypergen.base_model import BaseModel
 from hypergen.layout import LoraLayout
 from hypergen.prompting import make_batch
@@ -109,3 +109,27 @@ def test_too_few_training_examples_train_without_validation():
     task = synthetic_tasks(n_train=10, n_eval=4)[0]
     train, val = split_validation(task, ExpertTrainConfig(val_examples=8))
     assert train == task.train and val == ()
+
+
+def test_the_training_loss_is_the_models_own_loss_on_the_answer_tokens():
+    tok, model = byte_tokenizer(), tiny_llama()
+    pairs = [("question one", "yes"), ("q2", "a much longer answer"), ("x", "y")]
+    batch = make_batch(tok, pairs)
+    torch.testing.assert_close(answer_token_loss(model, batch), model(**batch).loss)
+
+
+def test_a_bfloat16_recipe_trains_on_a_bfloat16_base_and_is_recorded():
+    task = synthetic_tasks(n_train=16, n_eval=4)[0]
+    config = ExpertTrainConfig(steps=2, batch_size=2, eval_examples=4, base_dtype="bfloat16")
+    with pytest.raises(ValueError, match="load_base_model"):
+        train_expert(_tiny_base(), task, config, progress=False)  # a float32 base
+    base = _tiny_base()
+    base.model.to(torch.bfloat16)
+    adapter, metrics = train_expert(base, task, config, progress=False)
+    assert metrics["recipe"]["base_dtype"] == "bfloat16"
+    assert adapter.weights["q_proj.B"].abs().sum() > 0
+    assert next(base.model.parameters()).dtype == torch.bfloat16
+    # a float32 recipe is recorded as recipes were before the field existed
+    assert "base_dtype" not in ExpertTrainConfig().record()
+    with pytest.raises(ValueError, match="base_dtype"):
+        ExpertTrainConfig(base_dtype="float16")

@@ -178,7 +178,7 @@ def bench_train(gen: HyperGen, cfg: BenchConfig, zoo: Path) -> dict:
     gen.base.model.eval()
     return {
         "task": task.task_id,
-        "recipe": asdict(recipe),
+        "recipe": recipe.record(),
         "recipe_source": source,
         "wall_s": wall,
         "optimise_s": float(metrics["seconds"]),

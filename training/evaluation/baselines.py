@@ -15,14 +15,14 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from expert_zoo.tasks import Task, TaskError
-from expert_zoo.train import ExpertTrainConfig, train_expert
+from expert_zoo.train import BASE_DTYPES, ExpertTrainConfig, train_expert
 from hypergen._fs import path_lock
 from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, is_merged, swap_adapter
@@ -193,7 +193,7 @@ class ExpertCache:
     ) -> tuple[LoraAdapter, dict]:
         """The adapter for ``name`` and ``{"cached", "seconds", ...train metrics}``."""
         folder = self.root / name
-        key = {"recipe": asdict(config), "base_model": self.base.name, **extra}
+        key = {"recipe": config.record(), "base_model": self.base.name, **extra}
         key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
         cached = self._read(folder, key)
         if cached is not None:
@@ -212,7 +212,7 @@ class ExpertCache:
         self.slot.release()
         # the harness scores the adapter itself: keep train_expert's own before/after scoring tiny
         dtype = next(self.base.model.parameters()).dtype
-        self.base.model.float()  # adapters train in float32, whatever precision scores them
+        self.base.model.to(BASE_DTYPES[config.base_dtype])  # the recipe's, whatever scores them
         try:
             adapter, metrics = train_expert(
                 self.base, task, replace(config, eval_examples=1), self.progress

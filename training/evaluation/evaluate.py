@@ -80,7 +80,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -366,7 +366,7 @@ def _names(args: argparse.Namespace, h: Harness) -> dict:
 
 def _recipe(h: Harness) -> dict | None:
     try:
-        return json.loads(json.dumps(asdict(zoo_recipe(h.records))))
+        return json.loads(json.dumps(zoo_recipe(h.records).record()))
     except BaselineError:
         return None
 

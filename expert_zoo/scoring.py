@@ -57,6 +57,10 @@ def _decoder_and_head(model):
     return inner.get_decoder(), inner.get_output_embeddings()
 
 
+PREFILL_LOGITS = 1
+"""Positions of the shared prompt whose logits are computed (0: all, as before 2026-12-02)."""
+
+
 @torch.no_grad()
 def shared_prompt_logprobs(
     model: PreTrainedModel,
@@ -80,7 +84,12 @@ def shared_prompt_logprobs(
     if not answers or len(p_ids) + max(len(a) for a in a_ids) > max_length:
         return None
     device = model.device
-    out = model(input_ids=torch.tensor([p_ids], device=device), use_cache=True)
+    # the output layer only at the prompt's last position: the rest would be thrown away
+    out = model(
+        input_ids=torch.tensor([p_ids], device=device),
+        use_cache=True,
+        logits_to_keep=PREFILL_LOGITS,
+    )
     first = out.logits[0, -1].float().log_softmax(-1)
     cache = out.past_key_values
     sums = [float(first[a[0]]) for a in a_ids]

@@ -21,6 +21,7 @@ import numpy as np
 
 from expert_zoo import _folder, _index
 from expert_zoo._index import ZooError
+from expert_zoo.rejected import FILES as REJECTED_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def strays(root: Path) -> list[Path]:
         return []
     previous = f"index-{snap.generation - 1}.faiss"
     named = {_index.MANIFEST, LOCK, snap.index_name, previous, EXPERTS, QUARANTINE}
+    named |= set(REJECTED_FILES)  # the build's record of experts it did not keep
     return [path for path in sorted(root.iterdir()) if path.name not in named]
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from expert_zoo import rejected
 from expert_zoo.store import ExpertRecord, ExpertZoo, expert_id_for
 from expert_zoo.tasks import Task
 from expert_zoo.train import ExpertTrainConfig, train_expert
@@ -54,8 +55,10 @@ def add_task(
 ) -> ExpertRecord | None:
     """Train an expert on ``task`` and add it; returns None when it was dropped as flagged.
 
-    ``replace`` replaces an expert of the same id (a retrained one); a retrained expert that is
-    dropped as flagged leaves the old one in place."""
+    ``replace`` replaces an expert of the same id (a retrained one). A dropped expert is
+    written to the zoo's ``rejected.json`` (:mod:`expert_zoo.rejected`) with its numbers, and a
+    flagged expert it was retraining leaves the zoo with it; an added one clears its task's
+    rejection."""
     adapter, metrics = train_expert(base, task, config, progress=progress)
     record = ExpertRecord(
         expert_id=expert_id_for(task.task_id),
@@ -72,9 +75,14 @@ def add_task(
         logger.warning(
             "dropping %s: gain %.3f does not beat the base model", task.task_id, metrics["gain"]
         )
+        rejected.reject(zoo.root, record)
+        if replace and record.expert_id in zoo and zoo.get(record.expert_id).flagged:
+            zoo.remove(record.expert_id)
         return None
     embeddings = encoder.encode(list(task.descriptions), truncate=True)
-    return zoo.add(record, adapter, embeddings, replace=replace)
+    added = zoo.add(record, adapter, embeddings, replace=replace)
+    rejected.forget(zoo.root, task.task_id)
+    return added
 
 
 def build(
@@ -88,13 +96,13 @@ def build(
     progress: bool = True,
     retrain_flagged: bool = False,
 ) -> BuildReport:
-    """Add an expert for every task of this shard that the zoo does not have yet.
+    """Add an expert for every task of this shard that the zoo does not have yet (and that was
+    not rejected with this recipe: see :mod:`expert_zoo.rejected`).
 
     With ``retrain_flagged``, flagged experts whose recipe is not ``config`` are trained again
     with it and replace the old ones (a resumed build skips those already retrained)."""
     start, report = time.perf_counter(), BuildReport([], [], [], 0.0)
-    recipe = config.record() if retrain_flagged else None
-    for task, again in _todo(zoo, tasks, shard, report, recipe):
+    for task, again in _todo(zoo, tasks, shard, report, config.record(), retrain_flagged):
         record = add_task(zoo, base, encoder, task, config, keep_flagged, progress, replace=again)
         (report.added if record else report.dropped).append(task.task_id)
         if again:
@@ -105,19 +113,22 @@ def build(
 
 
 def _todo(
-    zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport, recipe: dict | None
+    zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport, recipe: dict, retrain: bool
 ) -> Iterator[tuple[Task, bool]]:
-    """``(task, replace)`` for every task to train: new ones, and with ``recipe`` the flagged
-    experts of another recipe."""
+    """``(task, replace)`` for every task to train: new ones not rejected with ``recipe``, and
+    with ``retrain`` the flagged experts of another recipe."""
     for task in tasks:
         if not in_shard(task.task_id, shard):
             continue
         expert_id = expert_id_for(task.task_id)
         if expert_id not in zoo:
-            yield task, False
+            if rejected.rejected_with(zoo.root, task.task_id, recipe) is None:
+                yield task, False
+            else:
+                report.skipped.append(task.task_id)
             continue
         record = zoo.get(expert_id)
-        if recipe is not None and record.flagged and record.metrics.get("recipe") != recipe:
+        if retrain and record.flagged and record.metrics.get("recipe") != recipe:
             yield task, True
             continue
         report.skipped.append(task.task_id)

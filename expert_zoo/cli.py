@@ -144,6 +144,20 @@ def _cmd_remove(zoo: ExpertZoo, args) -> int:
     return 0
 
 
+def _cmd_reject_flagged(zoo: ExpertZoo, args) -> int:
+    from expert_zoo import rejected
+
+    flagged = [r for r in zoo.records() if r.flagged]
+    for record in flagged:
+        rejected.reject(zoo.root, record)  # first, so a crash between the two loses nothing
+        zoo.remove(record.expert_id)
+        print(f"rejected {record.expert_id} (gain {record.metrics.get('gain', float('nan')):+.3f})")
+    print(
+        f"moved {len(flagged)} flagged experts to {zoo.root / rejected.REJECTED}; zoo has {len(zoo)} experts"
+    )
+    return 0
+
+
 def _cmd_verify(zoo: ExpertZoo, args) -> int:
     problems = zoo.verify()
     problems += [f"stray: {p} is not named by the manifest" for p in zoo.strays()]
@@ -162,6 +176,8 @@ def _cmd_repair(zoo: ExpertZoo, args) -> int:
 
 def _cmd_stats(zoo: ExpertZoo, args) -> int:
     import statistics
+
+    from expert_zoo import rejected
 
     records = zoo.records()
     if not records:
@@ -183,9 +199,15 @@ def _cmd_stats(zoo: ExpertZoo, args) -> int:
     if secs:
         print(f"training seconds per expert: median {statistics.median(secs):.0f}")
     print(f"size on disk: {size / 1e6:.1f} MB")
+    dropped = rejected.read_rejected(zoo.root)
+    if dropped:
+        print(f"rejected (trained, not kept: no gain over the base model): {len(dropped)}")
     if args.by_source:
         print()
         print("\n".join(source_table(records)))
+        if dropped:
+            print()
+            print("\n".join(rejected.rejected_table(dropped)))
     return 0
 
 
@@ -327,13 +349,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("remove", help="remove an expert and its index rows")
     p.add_argument("id")
+    sub.add_parser(
+        "reject-flagged",
+        help="move every flagged expert (no gain over the base model) out of the zoo into its "
+        "rejected.json, numbers kept",
+    )
     sub.add_parser("verify", help="check every file and the index; exit 1 on problems")
     sub.add_parser("repair", help="rebuild the manifest and index from the expert folders")
     p = sub.add_parser("stats", help="size, families, eval gains and training time of the zoo")
     p.add_argument(
         "--by-source",
         action="store_true",
-        help="also a Markdown table per task source (experts, families, gains, licence)",
+        help="also a Markdown table per task source (experts, families, gains, licence) and "
+        "one of the rejected experts with their numbers",
     )
     p = sub.add_parser("export", help="write the whole zoo to one safetensors file")
     p.add_argument("out", type=Path)
@@ -342,6 +370,7 @@ def parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "list": _cmd_list,
+    "reject-flagged": _cmd_reject_flagged,
     "show": _cmd_show,
     "search": _cmd_search,
     "add": _cmd_add,

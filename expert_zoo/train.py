@@ -14,6 +14,7 @@ eval split is never used for that choice, so the reported gain stays unbiased.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -81,8 +82,9 @@ class ExpertTrainConfig:
     def record(self) -> dict:
         """The recipe as kept in an expert's metrics and in cache keys: every field, less those
         added later while at the value every earlier recipe had (so the records and keys
-        written before them still match)."""
-        data = asdict(self)
+        written before them still match); JSON values (lists, not tuples), so it equals a
+        recipe read back from disk."""
+        data = json.loads(json.dumps(asdict(self)))
         for name, old in _ADDED_FIELDS.items():
             if data[name] == old:
                 del data[name]

@@ -237,7 +237,7 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
     start = hashlib.sha256()
     for name, value in sorted(model.state_dict().items()):
         start.update(name.encode() + value.detach().cpu().float().numpy().tobytes())
-    recipe_key = {k: v for k, v in vars(config).items() if k not in UNKEYED}
+    recipe_key = config.key(UNKEYED)
     settings = {
         "recipe": recipe_key,
         "start_sha256": start.hexdigest(),

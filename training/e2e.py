@@ -147,6 +147,16 @@ class EndToEnd:
             raise ValueError(
                 f"{config.tasks_per_step} tasks per step cannot be shared by {self.world} processes"
             )
+        if config.contrast_weight > 0 and (
+            config.tasks_per_step % 2
+            or config.tasks_per_step < 2 * self.world
+            or len(data.train_experts) < config.tasks_per_step
+        ):
+            raise ValueError(
+                "the contrast term pairs a step's tasks: it needs an even number of tasks per "
+                f"step, at least 2 per process and as many training experts ({config.tasks_per_step} "
+                f"tasks, {self.world} processes, {len(data.train_experts)} training experts)"
+            )
 
     def close(self) -> None:
         self.lora.remove()
@@ -245,19 +255,51 @@ class EndToEnd:
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
             anchor, kl = self.residual(cond), kl.mean()
+            tokens_all = None
         else:  # this process's share of the step's means: the processes' losses add up to them
             summed, tokens = self.lm_loss(weights, examples, owner, c.label_smoothing, total=True)
             counts = torch.tensor([float(tokens), float(len(rows))], dtype=torch.float64)
             dist.all_reduce(counts)
-            lm = summed / counts[0].item()
+            tokens_all = counts[0].item()
+            lm = summed / tokens_all
             anchor = self.residual(cond) * (len(rows) / counts[1].item())
             kl = kl.sum() / counts[1].item()
         loss = lm + c.anchor_weight * anchor + c.kl_weight * kl
-        return {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
+        parts = {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
+        if c.contrast_weight > 0:
+            parts.update(self.contrast(weights, examples, owner, lm, tokens_all))
+            parts["loss"] = loss + c.contrast_weight * parts["contrast"]
+        return parts
+
+    def contrast(
+        self, weights: Weights, examples, owner, lm: Tensor, tokens_all: float | None
+    ) -> dict[str, Tensor]:
+        """The contrast term of a step: each example also scored with the adapter of its task's
+        partner (tasks 2j and 2j + 1 of the step; ``lm_other``), and
+        ``max(0, margin − (lm_other − lm))``. With several processes the pairs are dealt whole
+        (:meth:`share`); whether the hinge is active is decided on the whole step's means, so
+        the processes' shares add up to its gradient."""
+        c = self.config
+        shifted = [o ^ 1 for o in owner]  # tasks 2j and 2j + 1 of the step swap adapters
+        if self.world == 1:
+            other = self.lm_loss(weights, examples, shifted, c.label_smoothing)
+            hinge = torch.relu(c.contrast_margin - (other - lm))
+            return {"contrast": hinge, "lm_other": other}
+        summed, _ = self.lm_loss(weights, examples, shifted, c.label_smoothing, total=True)
+        other = summed / tokens_all
+        both = torch.stack([lm.detach(), other.detach()]).double()
+        dist.all_reduce(both)  # the step's own and other losses
+        active = float(c.contrast_margin - (both[1] - both[0]) > 0)
+        share = 1.0 / self.world  # the margin's share, so the logged sum is the step's hinge
+        return {"contrast": active * (c.contrast_margin * share - (other - lm)), "lm_other": other}
 
     def share(self, rows, examples, owner) -> tuple[list[int], list[Example], list[int]]:
-        """This process's tasks of a step's draw: task ``i`` goes to process ``i mod world``."""
-        mine = [i for i in range(len(rows)) if i % self.world == self.rank]
+        """This process's tasks of a step's draw: task ``i`` goes to process ``i mod world``
+        (with the contrast term, pair ``i // 2`` goes whole to process ``(i // 2) mod world``)."""
+        if self.config.contrast_weight > 0:
+            mine = [i for i in range(len(rows)) if (i // 2) % self.world == self.rank]
+        else:
+            mine = [i for i in range(len(rows)) if i % self.world == self.rank]
         position = {t: j for j, t in enumerate(mine)}
         kept = [(e, position[o]) for e, o in zip(examples, owner, strict=True) if o in position]
         return [rows[i] for i in mine], [e for e, _ in kept], [o for _, o in kept]

@@ -29,6 +29,12 @@ class E2EConfig:
     """Weight of the mean square of the decoder's residual from the merge (normalised space)."""
     kl_weight: float = 0.0
     """> 0: decode z ~ p(z|c) in training and add kl_weight · KL(p(z|c) ‖ N(0, I))."""
+    contrast_weight: float = 0.0
+    """> 0: also score each example with the adapter of another task of the step and add
+    ``contrast_weight · max(0, contrast_margin − (loss_other − loss_own))``, so that an adapter
+    must help its own task more than the others' (the other-description control, trained)."""
+    contrast_margin: float = 0.5
+    """The gap in answer-token loss (nats per token) the contrast term asks for."""
     trainable: str = "all"
     """``all`` the generator's parameters, ``gates`` only the merge gates, ``layer-scales``
     only the per-(layer, module) ΔW factors (needs a generator built with them)."""
@@ -48,14 +54,27 @@ class E2EConfig:
             bad.append(f"val_examples={self.val_examples}")
         if bad:
             raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
-        if self.lr <= 0 or min(self.anchor_weight, self.kl_weight, self.weight_decay) < 0:
-            raise ValueError("need lr > 0 and anchor_weight, kl_weight, weight_decay >= 0")
+        weights = (self.anchor_weight, self.kl_weight, self.weight_decay, self.contrast_weight)
+        if self.lr <= 0 or min(weights) < 0 or self.contrast_margin < 0:
+            raise ValueError(
+                "need lr > 0 and anchor_weight, kl_weight, weight_decay, contrast_weight, "
+                "contrast_margin >= 0"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.base_dtype not in DTYPES:
             raise ValueError(f"base_dtype must be one of {sorted(DTYPES)}")
+
+    def key(self, unkeyed: tuple[str, ...] = ()) -> dict:
+        """The fields a run's numbers depend on, less ``unkeyed`` and less those added later
+        while at their defaults (so a state saved before they existed still resumes)."""
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if k not in unkeyed and not (k in _ADDED and v == _ADDED[k])
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> E2EConfig:
@@ -64,5 +83,7 @@ class E2EConfig:
             raise ValueError(f"unknown end-to-end settings {unknown}")
         return cls(**data)
 
+
+_ADDED = {"contrast_weight": 0.0, "contrast_margin": 0.5}
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}

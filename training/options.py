@@ -143,6 +143,20 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "so that samples differ (default: %(default)s: the prior mean)",
     )
     sft(
+        "--sft-contrast-weight",
+        type=float,
+        default=d.contrast_weight,
+        help="> 0: add this times max(0, margin - (loss with another task's adapter - loss "
+        "with the own one)), so that adapters help their own task most (default: %(default)s)",
+    )
+    sft(
+        "--sft-contrast-margin",
+        type=float,
+        default=d.contrast_margin,
+        help="the loss gap (nats per answer token) the contrast term asks for "
+        "(default: %(default)s)",
+    )
+    sft(
         "--sft-train",
         choices=TRAINABLE,
         default=d.trainable,
@@ -259,6 +273,8 @@ def sft_config(args) -> E2EConfig:
         label_smoothing=args.sft_label_smoothing,
         anchor_weight=args.sft_anchor_weight,
         kl_weight=args.sft_kl_weight,
+        contrast_weight=args.sft_contrast_weight,
+        contrast_margin=args.sft_contrast_margin,
         trainable=args.sft_train,
         val_every=args.sft_val_every,
         val_examples=args.sft_val_examples,

@@ -101,6 +101,35 @@ def test_the_stage_checks_its_inputs(parts):
         E2EConfig.from_dict({"stepz": 3})
 
 
+def test_the_contrast_term_asks_the_own_adapter_to_beat_another_tasks(parts):
+    stage = _stage(parts, contrast_weight=0.5, contrast_margin=10.0, anchor_weight=0.0)
+    parts_ = stage.step_loss(3)
+    rows, examples, owner = stage.draw(3)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        stage.model.eval()  # no dropout: the two scorings below use one set of adapters
+        weights, _ = stage.adapters(stage.batch(rows))
+        own = stage.lm_loss(weights, examples, owner, stage.config.label_smoothing)
+        other = stage.lm_loss(weights, examples, [1 - o for o in owner], 0.1)
+        again = stage.contrast(weights, examples, owner, own, None)
+    assert float(again["lm_other"]) == pytest.approx(float(other))
+    assert float(again["contrast"]) == pytest.approx(10.0 - float(other - own))
+    assert float(parts_["loss"].detach()) == pytest.approx(
+        float((parts_["lm"] + 0.5 * parts_["contrast"]).detach()), rel=1e-6
+    )
+    parts_["loss"].backward()
+    assert stage.model.heads["q_proj"][1].weight.grad.abs().sum() > 0
+    stage.close()
+    far = _stage(parts, contrast_weight=0.5, contrast_margin=0.0)
+    met = far.contrast(weights, examples, owner, other - 1, None)  # own 1 nat below other
+    assert float(met["contrast"]) == 0.0  # the margin is met: no pull
+    far.close()
+    with pytest.raises(ValueError, match="pairs a step's tasks"):
+        _stage(parts, contrast_weight=0.5, tasks_per_step=3)
+    assert "contrast_weight" not in E2EConfig().key()  # older states still resume
+    assert E2EConfig(contrast_weight=0.5).key(("steps",))["contrast_weight"] == 0.5
+
+
 def test_the_draw_is_a_function_of_seed_and_step(parts):
     stage = _stage(parts)
     rows, examples, owner = stage.draw(5)
@@ -340,7 +369,7 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
     state = {k: v.clone() for k, v in shipped.state_dict().items()}
     recipe = E2EConfig(
         steps=3,
-        tasks_per_step=2,
+        tasks_per_step=4,
         examples_per_task=2,
         max_length=64,
         val_examples=2,
@@ -349,6 +378,8 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
         warmup_steps=1,
         val_every=3,
         kl_weight=0.0,
+        contrast_weight=0.5,  # active at this margin: its shares must add up too
+        contrast_margin=5.0,
     )
     settings = {"run": "ddp"}
     one = LoraCVAE(CVAEConfig.from_dict(config))
@@ -381,6 +412,7 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
     assert [x["step"] for x in lines_two] == [0, 1, 2, 3]  # logged once, by the first process
     for x, y in zip(lines_one[1:], lines_two[1:], strict=True):
         assert y["lm"] == pytest.approx(x["lm"], rel=1e-4)
+        assert y["contrast"] == pytest.approx(x["contrast"], rel=1e-4)
 
 
 def test_cli_runs_the_stage_in_two_processes(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811

@@ -72,6 +72,7 @@ def train_e2e(
         total=c.steps, initial=record["step"], desc="end-to-end", disable=not (progress and main)
     )
     for step in range(record["step"], c.steps):
+        began = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = learning_rate(c, step)
         opt.zero_grad(set_to_none=True)
@@ -87,6 +88,7 @@ def train_e2e(
             continue
         line = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in parts.items()}}
         line["grad_norm"] = round(float(norm), 6)
+        line["step_s"] = round(time.perf_counter() - began, 2)  # the step alone, no validation
         if record["step"] % c.val_every == 0 or record["step"] == c.steps:
             metrics = stage.validate()
             line.update({k: v if isinstance(v, list) else round(v, 6) for k, v in metrics.items()})

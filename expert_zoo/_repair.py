@@ -22,6 +22,7 @@ import numpy as np
 from expert_zoo import _folder, _index
 from expert_zoo._index import ZooError
 from expert_zoo.rejected import FILES as REJECTED_FILES
+from expert_zoo.rejected import TMP_PREFIX as REJECTED_TMP
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,11 @@ def strays(root: Path) -> list[Path]:
     previous = f"index-{snap.generation - 1}.faiss"
     named = {_index.MANIFEST, LOCK, snap.index_name, previous, EXPERTS, QUARANTINE}
     named |= set(REJECTED_FILES)  # the build's record of experts it did not keep
-    return [path for path in sorted(root.iterdir()) if path.name not in named]
+    return [
+        path
+        for path in sorted(root.iterdir())
+        if path.name not in named and not path.name.startswith(REJECTED_TMP)
+    ]
 
 
 def _verify_index(root: Path, snap: _index.Snapshot) -> tuple[list[str], np.ndarray | None]:

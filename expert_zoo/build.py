@@ -102,7 +102,8 @@ def build(
     With ``retrain_flagged``, flagged experts whose recipe is not ``config`` are trained again
     with it and replace the old ones (a resumed build skips those already retrained)."""
     start, report = time.perf_counter(), BuildReport([], [], [], 0.0)
-    for task, again in _todo(zoo, tasks, shard, report, config.record(), retrain_flagged):
+    todo = _todo(zoo, tasks, shard, report, config.record(), retrain_flagged, keep_flagged)
+    for task, again in todo:
         record = add_task(zoo, base, encoder, task, config, keep_flagged, progress, replace=again)
         (report.added if record else report.dropped).append(task.task_id)
         if again:
@@ -113,21 +114,35 @@ def build(
 
 
 def _todo(
-    zoo: ExpertZoo, tasks: Iterable[Task], shard, report: BuildReport, recipe: dict, retrain: bool
+    zoo: ExpertZoo,
+    tasks: Iterable[Task],
+    shard,
+    report: BuildReport,
+    recipe: dict,
+    retrain: bool,
+    keep_flagged: bool,
 ) -> Iterator[tuple[Task, bool]]:
-    """``(task, replace)`` for every task to train: new ones not rejected with ``recipe``, and
-    with ``retrain`` the flagged experts of another recipe."""
+    """``(task, replace)`` for every task to train: new ones (unless rejected with ``recipe``
+    by a build that does not keep flagged experts), and with ``retrain`` the flagged experts of
+    another recipe."""
     for task in tasks:
         if not in_shard(task.task_id, shard):
             continue
         expert_id = expert_id_for(task.task_id)
         if expert_id not in zoo:
-            if rejected.rejected_with(zoo.root, task.task_id, recipe) is None:
+            if keep_flagged or rejected.rejected_with(zoo.root, task.task_id, recipe) is None:
                 yield task, False
             else:
                 report.skipped.append(task.task_id)
             continue
         record = zoo.get(expert_id)
+        if retrain and record.flagged and not keep_flagged:
+            if rejected.rejected_with(zoo.root, task.task_id, recipe) is not None:
+                zoo.remove(expert_id)  # a kill came between its rejection and its removal
+                report.skipped.append(task.task_id)
+                continue
+        if not record.flagged:
+            rejected.forget(zoo.root, task.task_id)  # a kill came between its add and this
         if retrain and record.flagged and record.metrics.get("recipe") != recipe:
             yield task, True
             continue

@@ -179,9 +179,11 @@ def _cmd_stats(zoo: ExpertZoo, args) -> int:
 
     from expert_zoo import rejected
 
-    records = zoo.records()
+    records, dropped = zoo.records(), rejected.read_rejected(zoo.root)
     if not records:
-        print("empty zoo")
+        print("empty zoo" + (f"; {len(dropped)} rejected experts" if dropped else ""))
+        if dropped and args.by_source:
+            print("\n".join(rejected.rejected_table(dropped)))
         return 0
     gains = sorted(r.metrics["gain"] for r in records if "gain" in r.metrics)
     secs = [r.metrics["seconds"] for r in records if "seconds" in r.metrics]
@@ -199,7 +201,6 @@ def _cmd_stats(zoo: ExpertZoo, args) -> int:
     if secs:
         print(f"training seconds per expert: median {statistics.median(secs):.0f}")
     print(f"size on disk: {size / 1e6:.1f} MB")
-    dropped = rejected.read_rejected(zoo.root)
     if dropped:
         print(f"rejected (trained, not kept: no gain over the base model): {len(dropped)}")
     if args.by_source:

@@ -31,6 +31,9 @@ REJECTED = "rejected.json"
 FORMAT = "hypergen-expert-zoo-rejected/1"
 FILES = (REJECTED, f"{REJECTED}.lock")
 """The files this module keeps in a zoo folder (named, so ``verify`` does not call them stray)."""
+TMP_PREFIX = f".{REJECTED}.tmp-"
+"""Its temporary files: written and renamed under its lock, left over only by a kill, and
+deleted by the next rewrite (so not strays for ``verify`` or ``repair`` either)."""
 
 
 def read_rejected(root: str | Path) -> list[dict]:
@@ -89,7 +92,9 @@ def _update(root: Path, task_id: str, entry: dict | None) -> None:
             kept.append(entry)
         kept.sort(key=lambda e: e["task_id"])
         text = json.dumps({"format": FORMAT, "experts": kept}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{REJECTED}.tmp-", dir=root)
+        for left in root.glob(f"{TMP_PREFIX}*"):  # a killed rewrite's; none is live under the lock
+            left.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=root)
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(text + "\n")
@@ -104,11 +109,19 @@ def _update(root: Path, task_id: str, entry: dict | None) -> None:
 def rejected_table(entries: list[dict]) -> list[str]:
     """A Markdown table of the rejected experts: task, metric, before, after, gain, steps."""
     rows = ["| task | metric | base | expert | gain | steps |", "|---|---|---:|---:|---:|---:|"]
-    for e in sorted(entries, key=lambda e: e.get("metrics", {}).get("gain", 0.0)):
-        m = e.get("metrics", {})
+
+    def number(value, form: str) -> str:
+        return format(value, form) if isinstance(value, int | float) else "?"
+
+    def gain(entry: dict) -> float:
+        value = (entry.get("metrics") or {}).get("gain")
+        return value if isinstance(value, int | float) else float("inf")
+
+    for e in sorted(entries, key=gain):
+        m = e.get("metrics") or {}
         rows.append(
-            f"| `{e['task_id']}` | {m.get('metric', '?')} | {m.get('before', float('nan')):.3f} | "
-            f"{m.get('after', float('nan')):.3f} | {m.get('gain', float('nan')):+.3f} | "
+            f"| `{e['task_id']}` | {m.get('metric', '?')} | {number(m.get('before'), '.3f')} | "
+            f"{number(m.get('after'), '.3f')} | {number(m.get('gain'), '+.3f')} | "
             f"{m.get('steps', '?')} |"
         )
     return rows

@@ -18,7 +18,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import lightning as L
@@ -93,6 +94,26 @@ class ExpertTrainConfig:
 
 BASE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _ADDED_FIELDS = {"base_dtype": "float32"}
+
+
+@contextmanager
+def base_in_dtype(base: BaseModel, dtype_name: str) -> Iterator[BaseModel]:
+    """``base`` with its model in ``dtype_name`` (a recipe's ``base_dtype``) for the block, then
+    back exactly as it was: dtype, device, eval mode, and its original weights (a cast to a
+    narrower dtype and back would round them, so they are kept aside first)."""
+    model = base.model
+    param = next(model.parameters())
+    dtype, device, want = param.dtype, param.device, BASE_DTYPES[dtype_name]
+    kept = None
+    if want != dtype:
+        kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.to(want)
+    try:
+        yield base
+    finally:
+        model.to(device=device, dtype=dtype).eval()  # Lightning may have moved it
+        if kept is not None:
+            model.load_state_dict(kept)
 
 
 class _Pairs(Dataset):

@@ -246,9 +246,10 @@ class EndToEnd:
         rows, examples, owner = self.draw(step)
         eps = None
         if self.world > 1:
+            mine = self.mine(len(rows))
             if c.kl_weight > 0:  # one draw for the whole step, each process its tasks' rows
                 eps = torch.randn(len(rows), self.model.config.latent_dim)
-                eps = eps[self.rank :: self.world].to(self.device)
+                eps = eps[mine].to(self.device)
             rows, examples, owner = self.share(rows, examples, owner)
         cond = self.batch(rows)
         weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
@@ -293,13 +294,16 @@ class EndToEnd:
         share = 1.0 / self.world  # the margin's share, so the logged sum is the step's hinge
         return {"contrast": active * (c.contrast_margin * share - (other - lm)), "lm_other": other}
 
+    def mine(self, n_rows: int) -> list[int]:
+        """This process's tasks (positions in a step's draw of ``n_rows``)."""
+        if self.config.contrast_weight > 0:  # pairs stay together
+            return [i for i in range(n_rows) if (i // 2) % self.world == self.rank]
+        return [i for i in range(n_rows) if i % self.world == self.rank]
+
     def share(self, rows, examples, owner) -> tuple[list[int], list[Example], list[int]]:
         """This process's tasks of a step's draw: task ``i`` goes to process ``i mod world``
         (with the contrast term, pair ``i // 2`` goes whole to process ``(i // 2) mod world``)."""
-        if self.config.contrast_weight > 0:
-            mine = [i for i in range(len(rows)) if (i // 2) % self.world == self.rank]
-        else:
-            mine = [i for i in range(len(rows)) if i % self.world == self.rank]
+        mine = self.mine(len(rows))
         position = {t: j for j, t in enumerate(mine)}
         kept = [(e, position[o]) for e, o in zip(examples, owner, strict=True) if o in position]
         return [rows[i] for i in mine], [e for e, _ in kept], [o for _, o in kept]

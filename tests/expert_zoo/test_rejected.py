@@ -124,3 +124,46 @@ def test_a_flagged_expert_retrained_with_this_recipe_is_not_retrained_on_resume(
     for _ in range(2):  # kept flagged: the second run finds it made with this recipe (read back)
         build(zoo, _Base(), _Encoder(), [task], config, retrain_flagged=True)
     assert calls == [task.task_id] and zoo.get(old.expert_id).flagged
+
+
+def test_a_kill_between_the_steps_of_a_rejection_or_an_add_is_put_right(
+    tmp_path, layout, fake_training
+):
+    gains, calls = fake_training
+    a, b = [t for t in synthetic_tasks() if not is_held_out(t.family)][:2]
+    zoo = ExpertZoo(tmp_path / "zoo")
+    config = ExpertTrainConfig(steps=3)
+    for task, flagged in ((a, True), (b, False)):
+        record, adapter, emb = make_expert(layout, int(flagged))
+        record = dataclasses.replace(
+            record, expert_id=expert_id_for(task.task_id), task_id=task.task_id, flagged=flagged
+        )
+        zoo.add(record, adapter, emb)
+        # a rejection with this recipe already written: a was killed before its removal, b
+        # after its add and before its rejection was forgotten
+        rejected.reject(zoo.root, dataclasses.replace(record, metrics={"recipe": config.record()}))
+    (zoo.root / f"{rejected.TMP_PREFIX}left").write_text("{}")  # a killed rewrite's file
+    assert zoo.strays() == []
+    report = build(
+        zoo, _Base(), _Encoder(), [a, b], config, keep_flagged=False, retrain_flagged=True
+    )
+    assert calls == [] and sorted(report.skipped) == sorted([a.task_id, b.task_id])
+    assert [r.task_id for r in zoo.records()] == [b.task_id]
+    assert [e["task_id"] for e in rejected.read_rejected(zoo.root)] == [a.task_id]
+    assert not list(zoo.root.glob(f"{rejected.TMP_PREFIX}*"))  # the rewrite cleared it
+
+
+def test_stats_of_a_zoo_whose_experts_were_all_rejected_lists_them(tmp_path, capsys):
+    zoo = ExpertZoo(tmp_path / "zoo")
+    zoo.root.mkdir(parents=True, exist_ok=True)
+    (zoo.root / rejected.REJECTED).write_text(
+        json.dumps(
+            {
+                "format": rejected.FORMAT,
+                "experts": [{"task_id": "synthetic:x", "metrics": {"gain": None}}],
+            }
+        )
+    )
+    assert main(["--zoo", str(zoo.root), "stats", "--by-source"]) == 0
+    out = capsys.readouterr().out
+    assert "empty zoo; 1 rejected experts" in out and "| `synthetic:x` | ? | ? | ? | ? | ? |" in out

@@ -133,3 +133,15 @@ def test_a_bfloat16_recipe_trains_on_a_bfloat16_base_and_is_recorded():
     assert "base_dtype" not in ExpertTrainConfig().record()
     with pytest.raises(ValueError, match="base_dtype"):
         ExpertTrainConfig(base_dtype="float16")
+
+
+def test_a_base_model_cast_for_a_recipe_comes_back_exactly():
+    from expert_zoo.train import base_in_dtype
+
+    base = _tiny_base()
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    with base_in_dtype(base, "bfloat16"):
+        assert next(base.model.parameters()).dtype == torch.bfloat16
+    after = base.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # not rounded through bf16
+    assert next(base.model.parameters()).dtype == torch.float32 and not base.model.training

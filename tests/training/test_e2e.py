@@ -361,8 +361,9 @@ def test_merge_scale_diagnostic_agrees_with_the_stage_validation(
 
 
 def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # noqa: F811
-    """gloo on CPU: each step's tasks dealt to 2 processes, gradients summed. Without dropout or
-    latent noise the only difference from one process is the order of the sums."""
+    """gloo on CPU: each step's tasks dealt to 2 processes (in pairs, for the contrast term),
+    gradients summed. Without dropout, and with the step's latent noise drawn once and dealt with
+    the tasks, the only difference from one process is the order of the sums."""
     bank, tasks, _, base, data = parts
     shipped = LoraCVAE.from_pretrained(setup / "generator")
     config = {**shipped.config.to_dict(), "dropout": 0.0}
@@ -377,7 +378,7 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
         lr=3e-3,
         warmup_steps=1,
         val_every=3,
-        kl_weight=0.0,
+        kl_weight=0.01,  # one latent draw per step, dealt with the tasks
         contrast_weight=0.5,  # active at this margin: its shares must add up too
         contrast_margin=5.0,
     )

@@ -45,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from expert_zoo.tasks import synthetic_tasks
-from expert_zoo.train import ExpertTrainConfig, train_expert
+from expert_zoo.train import ExpertTrainConfig, base_in_dtype, train_expert
 from hypergen.apply import apply_adapter, merge_into_base
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
 from training.benchmarks.bench_report import render, targets
@@ -172,10 +172,10 @@ def bench_train(gen: HyperGen, cfg: BenchConfig, zoo: Path) -> dict:
     build does; the base model is the generator's own, unwrapped again afterwards."""
     recipe, source = zoo_recipe(zoo, cfg)
     task = next(t for t in synthetic_tasks(n_train=256, n_eval=64) if t.task_id == TRAIN_TASK)
-    start = time.perf_counter()
-    _, metrics = train_expert(gen.base, task, recipe, progress=False)
-    wall = time.perf_counter() - start
-    gen.base.model.eval()
+    with base_in_dtype(gen.base, recipe.base_dtype):  # the recipe's precision, then back
+        start = time.perf_counter()
+        _, metrics = train_expert(gen.base, task, recipe, progress=False)
+        wall = time.perf_counter() - start
     return {
         "task": task.task_id,
         "recipe": recipe.record(),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from expert_zoo.tasks import Task, TaskError
-from expert_zoo.train import BASE_DTYPES, ExpertTrainConfig, train_expert
+from expert_zoo.train import ExpertTrainConfig, base_in_dtype, train_expert
 from hypergen._fs import path_lock
 from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, is_merged, swap_adapter
@@ -208,17 +208,12 @@ class ExpertCache:
 
     def _train(self, folder: Path, key: dict, task, config: ExpertTrainConfig):
         task = task() if callable(task) else task
-        device = next(self.base.model.parameters()).device
         self.slot.release()
         # the harness scores the adapter itself: keep train_expert's own before/after scoring tiny
-        dtype = next(self.base.model.parameters()).dtype
-        self.base.model.to(BASE_DTYPES[config.base_dtype])  # the recipe's, whatever scores them
-        try:
+        with base_in_dtype(self.base, config.base_dtype):  # the recipe's, whatever scores them
             adapter, metrics = train_expert(
                 self.base, task, replace(config, eval_examples=1), self.progress
             )
-        finally:
-            self.base.model.to(device=device, dtype=dtype).eval()  # Lightning may have moved it
         metrics = {"cached": False, **metrics}
         (folder / "key.json").unlink(missing_ok=True)  # the key is written last: after the adapter
         adapter.save_pretrained(folder / "adapter", overwrite=True)

@@ -169,7 +169,7 @@ def test_build_reads_its_recipe_file_under_the_command_line(tmp_path, monkeypatc
     assert zoo_cli.main(argv) == 0
     assert seen["source"] == "all" and seen["retrain_flagged"] is True
     assert seen["val_examples"] == 32 and seen["max_seconds"] == 600.0
-    assert seen["base_dtype"] == "bfloat16"
+    assert seen["base_dtype"] == "bfloat16" and seen["drop_flagged"] is True
     assert seen["steps"] == 3  # the command line wins
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")

@@ -19,13 +19,11 @@ so shard workers sharing a zoo can each reject experts safely::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from expert_zoo._index import ZooError
-from hypergen._fs import path_lock
+from hypergen._fs import atomic_write_text, path_lock
 
 REJECTED = "rejected.json"
 FORMAT = "hypergen-expert-zoo-rejected/1"
@@ -94,16 +92,7 @@ def _update(root: Path, task_id: str, entry: dict | None) -> None:
         text = json.dumps({"format": FORMAT, "experts": kept}, indent=1, sort_keys=True)
         for left in root.glob(f"{TMP_PREFIX}*"):  # a killed rewrite's; none is live under the lock
             left.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=root)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, root / REJECTED)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(root / REJECTED, text + "\n")  # its temporary file: TMP_PREFIX
 
 
 def rejected_table(entries: list[dict]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Crash-safe file system helpers: atomic folder publication and a per-path lock."""
+"""Crash-safe file system helpers: atomic folder and file publication and a per-path lock."""
 
 from __future__ import annotations
 
@@ -60,4 +60,19 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise

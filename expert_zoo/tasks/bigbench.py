@@ -37,9 +37,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hypergen._fs import atomic_write_text
+
 from .base import Example, Task, TaskError, is_held_out, split_examples
 from .bigbench_sdist import (
-    atomic_write_text,
     cache_lock,
     ensure_extracted,
     read_manifest,

@@ -21,6 +21,10 @@ logger = logging.getLogger("hypergen.eval")
 GENERATOR_FREE = ("base", "base+description", "base+user-description", "in-context")
 """Methods whose results depend on neither the generator nor the zoo."""
 
+NEIGHBOUR_FREE = ("nearest", "multitask", "oracle")
+"""Methods that depend on the zoo but not on how many neighbours are merged (``k``) or how they
+are weighted (``tau``): the nearest expert, and adapters trained on the zoo's tasks or recipe."""
+
 
 class ScoreCache:
     """``<folder>/<method>/<sha256>.json``: each method's result on a task, keyed by everything
@@ -46,7 +50,9 @@ class ScoreCache:
         parts["descriptions"] = list(h.descriptions(task))
         parts["users"] = list(h.user_descriptions.get(task.task_id, ()))
         if method not in GENERATOR_FREE:
-            parts.update(zoo=self.zoo, k=h.k, tau=h.tau)
+            parts["zoo"] = self.zoo
+            if method not in NEIGHBOUR_FREE:
+                parts.update(k=h.k, tau=h.tau)
         if method.startswith("hypergen"):
             parts["generator_sha256"] = self.generator
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -190,6 +190,18 @@ def check_held_out(tasks: list[Task], bank: ExpertBank, split: str) -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------
+def generator_neighbours(folder: Path) -> dict:
+    """The ``k`` and ``tau`` of the generator checkpoint in ``folder`` (CVAEConfig's defaults
+    where it has no config), read without loading its weights, so that top-k merge is the same
+    baseline whether or not a run's methods load the generator."""
+    defaults = {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return defaults
+    return {name: config.get(name, value) for name, value in defaults.items()}
+
+
 def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task]) -> Harness:
     """Load the base model once, the zoo, the encoder and (when a method needs it) the generator."""
     zoo = args.zoo if args.zoo is not None else DEFAULT_ZOO
@@ -199,8 +211,7 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
         bank, encoder, config = generator.bank, generator.encoder, generator.cvae.config
     else:
         bank, encoder = ExpertBank.load(zoo), TaskEncoder(args.encoder)
-        config = {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
-        config = argparse.Namespace(**config)
+        config = argparse.Namespace(**generator_neighbours(args.generator or DEFAULT_GENERATOR))
     base = load_base_model(args.base_model)
     base.model.to(device=args.device, dtype=DTYPES[args.dtype]).eval()
     slot = AdapterSlot(base)

@@ -72,6 +72,8 @@ def summarise(tasks: Sequence[dict], methods: Sequence[str]) -> dict:
         per_task = [t["details"][m]["spread"] for t in tasks if "spread" in t["details"][m]]
         if per_task:
             by_desc = np.array([t["details"][m]["by_description"] for t in tasks], dtype=float)
+            if by_desc.shape[1] < 2:  # one text per task (the controls): nothing spreads
+                continue
             spreads[m] = {
                 "mean_by_description": by_desc.mean(0).tolist(),
                 "mean_range": float(np.mean([p["range"] for p in per_task])),
@@ -248,12 +250,22 @@ def _paired_table(rows: Sequence[dict]) -> list[str]:
 
 def _resumed(results: dict) -> str:
     n = results.get("resumed_tasks", 0)
-    if not n:
-        return ""
-    return (
-        f" ({n} tasks read back from a stopped run's progress.jsonl: the seconds above are this "
-        "run's, the per-method seconds below include theirs)"
+    cached = sum(
+        bool(t["details"][m].get("cached")) for t in results["tasks"] for m in results["methods"]
     )
+    if n:
+        return (
+            f" ({n} tasks read back from a stopped run's progress.jsonl: the seconds above are "
+            "this run's, the per-method seconds below include theirs)"
+        )
+    if cached:
+        total = len(results["tasks"]) * len(results["methods"])
+        return (
+            f" ({cached} of the {total} method results read from method-cache/, as earlier runs "
+            "left them: the seconds above are this run's, the per-method seconds below are the "
+            "runs' that made them)"
+        )
+    return ""
 
 
 def _notes(results: dict) -> list[str]:
@@ -271,15 +283,18 @@ def _spread_table(spreads: dict) -> list[str]:
     if not spreads:
         return []
     width = max(len(s["mean_by_description"]) for s in spreads.values())
-    heads = ["original", *[f"paraphrase {i}" for i in range(1, width)]]
+    heads = [f"description {i}" for i in range(1, width + 1)]
     lines = [
-        "Spread over descriptions (mean score per description; per-task range and std, averaged):",
+        "Spread over descriptions (mean score per description; per-task range and std, averaged;"
+        " hypergen-user: the task's user descriptions in their file's order, each scored on its"
+        " share of the examples, so its spread also holds the examples' differences):",
         "",
         "| method | " + " | ".join(heads) + " | mean range | mean std | worst range |",
         "|---|" + "---:|" * (len(heads) + 3),
     ]
     for m, s in spreads.items():
         cells = [_fmt(x) for x in s["mean_by_description"]]
+        cells += ["–"] * (width - len(cells))
         cells += [_fmt(s[k]) for k in ("mean_range", "mean_std", "worst_range")]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return [*lines, ""]

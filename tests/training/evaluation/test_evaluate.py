@@ -159,21 +159,50 @@ def test_outputs_written(full_run):
     assert f"Command: `{results['command']}`" in md
     assert "| **mean** |" in md and "hypergen-best-of-n†" in md and "chosen on 5" in md
     assert "Spread over descriptions" in md
+    spread = md.split("Spread over descriptions", 1)[1].split("\n\n")[1].splitlines()[2:]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in spread}
+    # the controls give the generator one text per task: no spread row for them
+    assert "hypergen" in rows and not {"hypergen-random", "hypergen-other"} & set(rows)
+    assert len(rows["hypergen"]) == 3 + 3  # the task's description and 2 paraphrases; 3 figures
+    assert rows["hypergen-user"][2] == "–"  # two user descriptions: the third column is empty
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
 
-def test_rerun_reuses_cached_adapters(full_run, setup, tiny_model_dir):
+def test_rerun_reuses_cached_adapters(full_run, setup, tiny_model_dir, tmp_path):
+    """Without the method results (another output folder), the trained adapters of cache/ are
+    reused and score the same."""
     out, first = full_run
-    argv = _argv(setup, tiny_model_dir, out, "--methods", "oracle,multitask,base")
+    shutil.copytree(out / "cache", tmp_path / "cache")
+    argv = _argv(setup, tiny_model_dir, tmp_path, "--methods", "oracle,multitask,base")
     assert evaluate.main(argv) == 0
-    again = json.loads((out / "results.json").read_text())
+    again = json.loads((tmp_path / "results.json").read_text())
     assert again["methods"] == ["base", "multitask", "oracle"]
     assert again["training"]["multitask"]["cached"] is True
     assert all(m["cached"] for m in again["training"]["oracle"].values())
     for a, b in zip(first["tasks"], again["tasks"], strict=True):
         for m in again["methods"]:  # same examples, same adapters: same numbers
             assert a["scores"][m] == b["scores"][m]
+
+
+def test_zoo_methods_cached_without_the_generator(full_run, setup, tiny_model_dir):
+    """A run of the zoo-side methods alone (the generator not loaded) finds the results of a run
+    that loaded it, and top-k merge is the generator's k (3 here, not CVAEConfig's default)."""
+    out, first = full_run
+    zoo_side = ["nearest", "topk-merge", "multitask", "oracle"]
+    argv = _argv(setup, tiny_model_dir, out, "--methods", ",".join(zoo_side))
+    assert evaluate.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["config"]["k"] == 3
+    n = len(again["tasks"]) * len(zoo_side)
+    assert (
+        f"({n} of the {n} method results read from method-cache/"
+        in (out / "results.md").read_text()
+    )
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):
+        assert all(b["details"][m]["cached"] for m in zoo_side)
+        assert len(b["details"]["topk-merge"]["experts"]) == 3
+        assert all(a["scores"][m] == b["scores"][m] for m in zoo_side)
 
 
 def test_hypergen_methods_cached_per_generator(full_run, setup, tiny_model_dir, tmp_path):

@@ -48,3 +48,19 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert namespace["adapter"].neighbors
     assert (tmp_path / "out/sentiment/adapter_model.safetensors").is_file()
     assert "lora_A" in str(namespace["model"])
+
+
+def test_make_run_example_retrieves_sentiment_and_answers_a_label():
+    """`make run`'s example on the shipped generator and zoo: the nearest expert is a sentiment
+    one, and the adapted model's greedy answer to the bare input is a label the description
+    names."""
+    from app.demo import GEN_DESCRIPTION, GEN_INPUT
+    from hypergen.generator import HyperGen
+    from hypergen.prompting import answer
+
+    gen = HyperGen.from_pretrained()
+    adapter = gen.generate(GEN_DESCRIPTION)
+    nearest = adapter.neighbors[0][0]
+    assert any(w in nearest for w in ("review", "sentiment", "polarity", "multiemo")), nearest
+    reply = answer(gen.apply(adapter), gen.base.tokenizer, GEN_INPUT).strip().lower()
+    assert reply.rstrip(".") in ("positive", "negative"), reply

@@ -217,9 +217,11 @@ def source_table(records) -> list[str]:
     gain, licence."""
     import statistics
 
+    from expert_zoo.tasks.debian import DEBIAN_SOURCES
     from expert_zoo.tasks.packaged import SOURCES
 
-    licences = {s.task_id: s.licence for s in SOURCES}  # one package may hold several licences
+    # one package may hold several licences: each task's own
+    licences = {s.task_id: s.licence for s in (*SOURCES, *DEBIAN_SOURCES)}
     bigbench = "BIG-bench: Apache-2.0 (bigbench 1.0.0 sdist)"
     rows = ["| source | experts | families | beat the base | median gain | licence |"]
     rows.append("|---|---:|---:|---:|---:|---|")

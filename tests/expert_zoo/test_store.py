@@ -335,3 +335,23 @@ def test_stats_by_source_counts_each_source(filled, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| synthetic ")]
     assert len(rows) == 1 and f"| synthetic | {len(filled)} |" in rows[0]
+
+
+def test_source_table_names_each_sources_licence():
+    """Package and Debian sources alike: the table shows the licence their Source records."""
+    from types import SimpleNamespace
+
+    from expert_zoo.cli import source_table
+    from expert_zoo.tasks.debian import DEBIAN_SOURCES
+    from expert_zoo.tasks.packaged import SOURCES
+
+    chosen = (SOURCES[0], DEBIAN_SOURCES[-1])
+    records = [
+        SimpleNamespace(task_id=s.task_id, family=s.family, flagged=False, metrics={"gain": 0.1})
+        for s in chosen
+    ]
+    table = "\n".join(source_table(records))
+    for s in chosen:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {s.package} |"))
+        assert row.endswith(f"| {s.licence} |")
+    assert "see the task file" not in table

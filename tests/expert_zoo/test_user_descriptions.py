@@ -8,6 +8,7 @@ import re
 
 from expert_zoo.tasks import is_held_out
 from expert_zoo.tasks.debian import DEBIAN_ARCHIVES, debian_source_for
+from expert_zoo.tasks.npm import NPM_ARCHIVES, npm_source_for
 from expert_zoo.tasks.packaged import source_for
 from expert_zoo.tasks.user_descriptions import DESCRIPTIONS_DIR, _table
 from training.evaluation.evaluate import USER_DESCRIPTIONS, load_user_descriptions
@@ -20,6 +21,8 @@ def _family(task_id: str) -> str:
         return task_id.removeprefix("bigbench:").split("/")[0]
     if task_id.split(":")[0] in DEBIAN_ARCHIVES:
         return debian_source_for(task_id).family
+    if task_id.split(":")[0] in NPM_ARCHIVES:
+        return npm_source_for(task_id).family
     return source_for(task_id).family
 
 

@@ -88,6 +88,7 @@ from tqdm.auto import tqdm
 
 from expert_zoo.tasks import Example, Task, is_held_out, iter_bigbench_tasks, synthetic_tasks
 from expert_zoo.tasks.debian import iter_debian_tasks
+from expert_zoo.tasks.npm import iter_npm_tasks
 from expert_zoo.tasks.packaged import iter_packaged_tasks
 from hypergen.bank import ExpertBank
 from hypergen.base_model import load_base_model
@@ -123,6 +124,7 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
     if args.source in ("packages", "all"):
         tasks += iter_packaged_tasks(split=args.tasks, families=families)
         tasks += iter_debian_tasks(split=args.tasks, families=families)
+        tasks += iter_npm_tasks(split=args.tasks, families=families)
     if args.source == "synthetic":
         tasks = [t for t in synthetic_tasks() if args.tasks == "all" or is_held_out(t.family)]
         tasks = [t for t in tasks if families is None or t.family in families]

@@ -223,8 +223,9 @@ def _recon_summary(module: GeneratorModule, record: dict) -> str:
     )
 
 
-UNKEYED = ("steps", "val_every", "save_every_s")
-"""Recipe fields a resumed run may change (extend the run, validate or save more often)."""
+UNKEYED = ("steps", "val_every", "save_every_s", "patience")
+"""Recipe fields a resumed run may change (extend the run, validate or save more often, stop
+early or later)."""
 
 
 def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path) -> dict:

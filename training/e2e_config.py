@@ -40,6 +40,9 @@ class E2EConfig:
     only the per-(layer, module) ΔW factors (needs a generator built with them)."""
     val_every: int = 100
     val_examples: int = 8
+    patience: int = 0
+    """> 0: stop once this many validations in a row have not improved on the best one (early
+    stopping; the run ends with the best weights either way). 0: run all ``steps``."""
     save_every_s: float = 300.0
     max_length: int = 160
     base_dtype: str = "bfloat16"
@@ -52,6 +55,8 @@ class E2EConfig:
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
         if self.val_examples < 1:
             bad.append(f"val_examples={self.val_examples}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0: no early stopping), got {self.patience}")
         if bad:
             raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
         weights = (self.anchor_weight, self.kl_weight, self.weight_decay, self.contrast_weight)

@@ -1,6 +1,7 @@
 """The end-to-end stage's resumable training loop (:func:`train_e2e`) over an
 :class:`training.e2e.EndToEnd`: learning-rate warm-up, gradient clipping, validation every
-``val_every`` steps keeping the best weights, state saves every ``save_every_s`` seconds, and
+``val_every`` steps keeping the best weights (and with ``patience``, early stopping once that many
+validations in a row did not improve on it), state saves every ``save_every_s`` seconds, and
 with several processes (:mod:`training.e2e_distributed`) the gradients summed over them."""
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def train_e2e(
     bar = tqdm(
         total=c.steps, initial=record["step"], desc="end-to-end", disable=not (progress and main)
     )
-    for step in range(record["step"], c.steps):
+    finished = _agree(stage, main and record["step"] > 0 and _stopped_early(c, record))
+    for step in range(record["step"], 0 if finished else c.steps):
         began = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = learning_rate(c, step)
@@ -84,31 +86,69 @@ def train_e2e(
         norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         opt.step()
         record["step"] = step + 1
+        validating = record["step"] % c.val_every == 0 or record["step"] == c.steps
         if not main:
+            if validating and c.patience and _agree(stage, False):
+                break
             continue
         line = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in parts.items()}}
         line["grad_norm"] = round(float(norm), 6)
         line["step_s"] = round(time.perf_counter() - began, 2)  # the step alone, no validation
-        if record["step"] % c.val_every == 0 or record["step"] == c.steps:
+        stop = False
+        if validating:
             metrics = stage.validate()
             line.update({k: v if isinstance(v, list) else round(v, 6) for k, v in metrics.items()})
             if metrics and metrics["val_loss"] < record["best"]["val_loss"]:
                 record["best"] = {"step": record["step"], "val_loss": metrics["val_loss"]}
                 save_best(state, model, record)
+            stop = _stopped_early(c, record)
+            if c.patience:
+                stop = _agree(stage, stop)
         append_metrics(state, line)
         bar.update()
         bar.set_postfix(loss=f"{line['lm']:.3f}", best=_best_text(record))
         record["seconds"] = time.perf_counter() - start
-        if time.perf_counter() - last_save >= c.save_every_s or record["step"] == c.steps:
+        if time.perf_counter() - last_save >= c.save_every_s or record["step"] == c.steps or stop:
             save_state(state, settings, model, opt, record)
             last_save = time.perf_counter()
             if on_save is not None:
                 on_save(record["step"])
+        if stop:
+            break
     bar.close()
     if main and record["best"] is not None:  # the best validated weights, the start included
         best = LoraCVAE.from_pretrained(state / "best")
         model.load_state_dict(best.state_dict())
     return record
+
+
+def _agree(stage: EndToEnd, stop: bool) -> bool:
+    """The first process's ``stop`` on every process (the others' argument is ignored)."""
+    if stage.world == 1:
+        return stop
+    flag = torch.tensor([int(stop)])
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _stopped_early(config: E2EConfig, record: dict) -> bool:
+    """Whether ``config.patience`` validations in a row have passed without a new best (with
+    several processes only the first validates; the others follow its step count)."""
+    if config.patience < 1 or record["best"] is None:
+        return False
+    since = record["step"] - record["best"]["step"]
+    if since >= config.patience * config.val_every:
+        record["stopped_early"] = record["step"]
+        logger.info(
+            "stopping early at step %d: no better validation loss than %.4f (step %d) in %d "
+            "validations",
+            record["step"],
+            record["best"]["val_loss"],
+            record["best"]["step"],
+            config.patience,
+        )
+        return True
+    return False
 
 
 def _start(stage: EndToEnd, state: Path, settings: dict, opt, record: dict) -> None:
@@ -153,8 +193,9 @@ def summary(record: dict) -> str:
     if not ref:
         return f"end-to-end stage: {record['step']} steps (no validation experts)"
     best = record["best"]
+    early = f" (stopped early at {record['stopped_early']})" if "stopped_early" in record else ""
     return (
-        f"end-to-end stage: {record['step']} steps; val_loss {start['val_loss']:.4f} -> "
+        f"end-to-end stage: {record['step']} steps{early}; val_loss {start['val_loss']:.4f} -> "
         f"{best['val_loss']:.4f} (best at step {best['step']}; neighbours' merge "
         f"{ref['val_loss_merge']:.4f}, no adapter {ref['val_loss_base']:.4f})"
     )

@@ -171,6 +171,14 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         help="steps between validations on the validation experts' tasks (default: %(default)s)",
     )
     sft(
+        "--sft-patience",
+        type=int,
+        default=d.patience,
+        help="> 0: stop early once this many validations in a row have not improved on the "
+        "best (the run keeps the best weights either way); 0 runs all --sft-steps "
+        "(default: %(default)s)",
+    )
+    sft(
         "--sft-val-examples",
         type=int,
         default=d.val_examples,
@@ -278,6 +286,7 @@ def sft_config(args) -> E2EConfig:
         trainable=args.sft_train,
         val_every=args.sft_val_every,
         val_examples=args.sft_val_examples,
+        patience=args.sft_patience,
         save_every_s=args.save_every,
         base_dtype=args.base_dtype,
         seed=args.seed,

@@ -23,6 +23,7 @@ from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
 from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
+from training.e2e_loop import summary
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
 from training.scripts import diagnostics, e2e_curves
@@ -161,6 +162,28 @@ def test_a_few_steps_lower_the_loss_on_the_validation_experts_tasks(parts, tmp_p
     assert e2e_curves.main([str(tmp_path / "state"), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [x["step"] for x in e2e_curves.validated(tmp_path / "state")] == [0, 4, 8, 12]
+
+
+def test_patience_stops_the_run_after_validations_without_a_new_best(parts, tmp_path):
+    stage = _stage(parts, lr=3e-3, warmup_steps=1, steps=20, val_every=2, patience=2)
+    real, calls = stage.validate, []
+
+    def worse_after_the_start():  # every validation after step 0 is worse than step 0's
+        calls.append(1)
+        metrics = real()
+        return {**metrics, "val_loss": metrics["val_loss"] + (len(calls) > 1)}
+
+    stage.validate = worse_after_the_start
+    record = train_e2e(stage, tmp_path / "state", {"run": 1}, progress=False)
+    assert record["step"] == 4 and record["stopped_early"] == 4  # not 20
+    assert record["best"]["step"] == 0 and len(calls) == 3  # steps 0, 2 and 4
+    assert [x["step"] for x in e2e_state.read_metrics(tmp_path / "state")] == list(range(5))
+    assert "stopped early at 4" in summary(record)
+    again = train_e2e(stage, tmp_path / "state", {"run": 1}, progress=False)  # resume: done
+    assert again["step"] == 4 and len(calls) == 3
+    stage.close()
+    with pytest.raises(ValueError, match="patience"):
+        E2EConfig(patience=-1)
 
 
 def test_a_stopped_run_resumes_exactly(parts, setup, tmp_path):  # noqa: F811

@@ -2,13 +2,12 @@
 library only (``ar`` + ``tar``; never installed, never from a hub).
 
 Each package is fetched once with ``apt-get download <package>=<version>`` (Debian 12
-"bookworm") into :func:`archives.packages_dir` and checked against a pinned sha256. A ``.deb``
-is an ``ar`` archive; its ``data.tar.xz`` member holds the files that would be installed. Every
-pinned package uses xz; gzip, bzip2 and plain tar are read too, zstd is refused (Python 3.11 has
-no zstd module).
+"bookworm") into :func:`archives.packages_dir`, checked against a pinned sha256 and read by
+:mod:`expert_zoo.tasks.deb_archive` (every pinned package uses xz).
 
 - ``wordnet-base`` 1:3.0-37: the WordNet 3.0 database, one dataset (family ``wordnet``) read
-  by our own parser of its ``index.*``, ``data.*`` and ``*.exc`` files (wndb(5WN), no NLTK).
+  by our own parser of its ``index.*``, ``data.*`` and ``*.exc`` files (wndb(5WN), no NLTK;
+  :mod:`expert_zoo.tasks.wordnet`).
   Four tasks: adjective -> antonym (``data.adj``'s ``!`` pointers, a word with one antonym over
   all its senses; task id ``wordnet-base:wordnet``); noun -> the first word of its hypernym
   (``wordnet_hypernyms``); word -> noun / verb / adjective / adverb (``wordnet_part_of_speech``);
@@ -35,46 +34,32 @@ applies to the family name.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
-import os
 import random
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from .archives import cached_file
 from .base import Example, Task
 from .corpora import MAX_INPUT_CHARS
+from .deb_archive import DebArchive, apt_download, deb_files
 from .packaged import Source, find_source, load_source, select_sources
-from .pypi_fetch import sha256_of
+from .wordnet import (
+    sample_words,
+    wordnet_antonyms,
+    wordnet_definitions,
+    wordnet_hypernyms,
+    wordnet_parts_of_speech,
+)
 
 logger = logging.getLogger(__name__)
 
-MAX_WORDS = 3000
-"""Cap on a word list's examples: a fixed random sample (as :func:`corpora._syllables`)."""
 FORTUNE_TOPICS = ("computers", "education", "food", "law", "love", "politics", "science", "sports")
 """Fortune files named by a clear topic with 130+ quotes of at most ``MAX_INPUT_CHARS``."""
 MAX_PER_TOPIC = 200
 """Cap per fortune topic (computers has 946 quotes, sports 133): the topics stay balanced."""
-
-
-@dataclass(frozen=True)
-class DebArchive:
-    """One pinned Debian binary package."""
-
-    package: str
-    version: str
-    """Debian version, epoch included (``apt-get download <package>=<version>``)."""
-    filename: str
-    """The file name ``apt-get download`` writes (the epoch's ``:`` as ``%3a``)."""
-    sha256: str
 
 
 FREEDICT_DEBS = {  # language code: (Debian version, sha256)
@@ -129,286 +114,8 @@ def ensure_deb(package: str, cache_dir: Path | None = None, download: bool = Tru
     spec = DEBIAN_ARCHIVES[package]
     origin = f"(`apt-get download {package}={spec.version}` on Debian 12, sha256 {spec.sha256})"
     return cached_file(
-        spec.filename, cache_dir, download, origin, lambda folder: _apt_download(spec, folder)
+        spec.filename, cache_dir, download, origin, lambda folder: apt_download(spec, folder)
     )
-
-
-def _apt_download(spec: DebArchive, cache_dir: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=".apt-", dir=cache_dir))
-    command = ["apt-get", "download", f"{spec.package}={spec.version}"]
-    try:
-        try:
-            done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        except FileNotFoundError as exc:
-            raise RuntimeError(
-                f"apt-get is not installed: put {spec.filename} (sha256 {spec.sha256}) from "
-                f"Debian 12 into {cache_dir}"
-            ) from exc
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(command)} failed (an unknown package or version needs "
-                f"`apt-get update` on Debian 12):\n{done.stderr[-2000:]}"
-            )
-        got = tmp / spec.filename
-        if not got.is_file():
-            names = sorted(p.name for p in tmp.iterdir())
-            raise RuntimeError(f"{' '.join(command)} gave {names}, expected {spec.filename}")
-        digest = sha256_of(got)
-        if digest != spec.sha256:
-            raise RuntimeError(f"{spec.filename}: sha256 {digest} does not match {spec.sha256}")
-        os.replace(got, cache_dir / spec.filename)
-        logger.info("downloaded %s into %s", spec.filename, cache_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# --- reading a .deb: an ar archive whose data.tar.* member is a tar --------------------------
-AR_MAGIC = b"!<arch>\n"
-AR_HEADER = 60
-"""name[16] mtime[12] uid[6] gid[6] mode[8] size[10] magic[2]; data padded to an even size."""
-
-
-def ar_members(path: Path) -> dict[str, bytes]:
-    """The members of the ``ar`` archive ``path`` by name (``debian-binary``, ``data.tar.xz``…)."""
-    raw = Path(path).read_bytes()
-    if not raw.startswith(AR_MAGIC):
-        raise ValueError(f"{path} is not an ar archive (a .deb): it does not start with !<arch>")
-    members, at = {}, len(AR_MAGIC)
-    while at + AR_HEADER <= len(raw):
-        header = raw[at : at + AR_HEADER]
-        if header[58:60] != b"`\n":
-            raise ValueError(f"{path}: bad ar member header at byte {at}")
-        name = header[:16].decode("ascii").rstrip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
-        members[name] = raw[at + AR_HEADER : at + AR_HEADER + size]
-        at += AR_HEADER + size + size % 2
-    return members
-
-
-def deb_files(path: Path, names: list[str]) -> dict[str, bytes]:
-    """The installed files ``names`` (``usr/share/...``) read from the ``.deb`` ``path``."""
-    members = ar_members(path)
-    data = next((m for m in members if m.startswith("data.tar")), None)
-    if data is None:
-        raise ValueError(f"{path} has no data.tar member (members: {sorted(members)})")
-    if data.endswith(".zst"):
-        raise ValueError(f"{path}: {data} is zstd-compressed; Python 3.11's stdlib cannot read it")
-    wanted, found = set(names), {}
-    with tarfile.open(fileobj=io.BytesIO(members[data]), mode="r:*") as tar:
-        for info in tar:
-            name = info.name.removeprefix("./")
-            if name in wanted and info.isfile():
-                found[name] = tar.extractfile(info).read()
-    missing = sorted(wanted - set(found))
-    if missing:
-        raise FileNotFoundError(f"{missing} not in {path}")
-    return found
-
-
-def deb_file(path: Path, name: str) -> bytes:
-    """One installed file of a ``.deb``, e.g. ``usr/share/doc/<package>/copyright``."""
-    return deb_files(path, [name])[name]
-
-
-# --- WordNet ---------------------------------------------------------------------------------
-WORDNET = "usr/share/wordnet/"
-WORD = re.compile(r"[a-z]+(-[a-z]+)*")
-WORDNET_POS = {"noun": "noun", "verb": "verb", "adj": "adjective", "adv": "adverb"}
-"""The suffix of each part of speech's ``index.*`` / ``data.*`` files -> its name as an answer."""
-PARTS_OF_SPEECH = tuple(WORDNET_POS.values())
-
-
-@dataclass(frozen=True)
-class Synset:
-    """One line of a ``data.*`` file (wndb(5WN))."""
-
-    words: tuple[str, ...]
-    """Its words as written (``Tuesday``, ``motor_vehicle``), adjective markers (``(a)``,
-    ``(p)``) dropped."""
-    pointers: tuple[tuple[str, ...], ...]
-    """``(symbol, offset, pos, source/target)``: ``@`` hypernym, ``!`` antonym, ..."""
-    gloss: str
-    """The definition, then any example sentences in quotes (``expel air; "Exhale when..."``)."""
-
-
-@dataclass(frozen=True)
-class Lemma:
-    """One line of an ``index.*`` file: a word (lower case, ``_`` for spaces) in one part of
-    speech."""
-
-    senses: tuple[str, ...]
-    """The offsets of its synsets, most frequent sense first."""
-    tagged: int
-    """How many of its senses occur in the sense-tagged SemCor corpus (0: a rare word)."""
-
-
-def _wordnet_synsets(text: str) -> dict[str, Synset]:
-    """offset -> :class:`Synset` of a ``data.*`` file."""
-    synsets = {}
-    for line in text.splitlines():
-        if line.startswith("  ") or not line.strip():  # the licence header
-            continue
-        head, _, gloss = line.partition(" | ")
-        fields = head.split()
-        n_words = int(fields[3], 16)
-        words = [re.sub(r"\([a-z]+\)$", "", w) for w in fields[4 : 4 + 2 * n_words : 2]]
-        at = 4 + 2 * n_words
-        n_pointers = int(fields[at])
-        pointers = (tuple(fields[at + 1 + 4 * k : at + 5 + 4 * k]) for k in range(n_pointers))
-        synsets[fields[0]] = Synset(tuple(words), tuple(pointers), gloss.strip())
-    return synsets
-
-
-def _wordnet_index(text: str) -> dict[str, Lemma]:
-    """word -> :class:`Lemma` of an ``index.*`` file (``lemma pos synset_cnt p_cnt [ptr...]
-    sense_cnt tagsense_cnt offset...``)."""
-    lemmas = {}
-    for line in text.splitlines():
-        if line.startswith("  ") or not line.strip():
-            continue
-        fields = line.split()
-        n_senses, n_pointers = int(fields[2]), int(fields[3])
-        tagged = int(fields[5 + n_pointers])
-        lemmas[fields[0]] = Lemma(tuple(fields[6 + n_pointers : 6 + n_pointers + n_senses]), tagged)
-    return lemmas
-
-
-MORPHY_SUFFIXES = {
-    "noun": "s: ses:s xes:x zes:z ches:ch shes:sh men:man ies:y",
-    "verb": "s: ies:y es:e es: ed:e ed: ing:e ing:",
-    "adj": "er: est: er:e est:e",
-    "adv": "",
-}
-"""The detachment rules of morphy(7WN), ``ending:base``: ``ies:y`` takes ``cities`` to ``city``."""
-
-
-@dataclass(frozen=True)
-class WordNet:
-    """The parts of WordNet the tasks read, by part of speech (``noun``, ``verb``, ``adj``,
-    ``adv``)."""
-
-    index: dict[str, dict[str, Lemma]]
-    synsets: dict[str, dict[str, Synset]]
-    exceptions: dict[str, dict[str, list[str]]]
-    """The ``*.exc`` files: an irregular form -> its base forms (``abetted`` -> ``abet``)."""
-
-    def is_inflected(self, word: str, pos: str) -> bool:
-        """Whether ``word`` is an inflected form of a ``pos`` word (``engraved``: ``engrave``)."""
-        rules = (rule.split(":") for rule in MORPHY_SUFFIXES[pos].split())
-        bases = [word[: -len(end)] + base for end, base in rules if word.endswith(end)]
-        bases += self.exceptions[pos].get(word, [])
-        return any(b != word and b in self.index[pos] for b in bases)
-
-
-def _wordnet(archive: Path) -> WordNet:
-    """The ``index.*``, ``data.*`` and ``*.exc`` files of each part of speech, parsed."""
-    names = [
-        WORDNET + f.format(pos) for f in ("index.{}", "data.{}", "{}.exc") for pos in WORDNET_POS
-    ]
-    files = {name: raw.decode("utf-8") for name, raw in deb_files(archive, names).items()}
-    return WordNet(
-        {pos: _wordnet_index(files[f"{WORDNET}index.{pos}"]) for pos in WORDNET_POS},
-        {pos: _wordnet_synsets(files[f"{WORDNET}data.{pos}"]) for pos in WORDNET_POS},
-        {
-            pos: {
-                form: bases
-                for form, *bases in map(str.split, files[f"{WORDNET}{pos}.exc"].splitlines())
-            }
-            for pos in WORDNET_POS
-        },
-    )
-
-
-def _everyday_words(wordnet: WordNet) -> dict[str, str]:
-    """word -> its part of speech, for everyday words of one part of speech only: one word
-    (``WORD``), seen in SemCor, written in lower case in one of its synsets (not only a name:
-    ``tuesday`` is ``Tuesday``), listed under no other part of speech and no inflected form of
-    a word that is (``offensive`` is a noun and an adjective, ``engraved`` the adjective is also
-    the past of the verb ``engrave``: both dropped). So the input's part of speech is plain."""
-    parts: dict[str, list[str]] = defaultdict(list)
-    for pos, lemmas in wordnet.index.items():
-        for word in lemmas:
-            parts[word].append(pos)
-    everyday = {}
-    for word, (pos, *others) in parts.items():
-        lemma = wordnet.index[pos][word]
-        if others or not WORD.fullmatch(word) or not lemma.tagged:
-            continue
-        if any(wordnet.is_inflected(word, other) for other in WORDNET_POS if other != pos):
-            continue
-        if any(word in wordnet.synsets[pos][offset].words for offset in lemma.senses):
-            everyday[word] = pos
-    return everyday
-
-
-def _sample(examples: list[Example]) -> list[Example]:
-    """A fixed random sample of at most ``MAX_WORDS`` examples."""
-    return random.Random(0).sample(examples, min(len(examples), MAX_WORDS))
-
-
-def _wordnet_antonyms(archive: Path) -> list[Example]:
-    """Adjective -> antonym from ``data.adj``'s lexical ``!`` pointers, for words with exactly
-    one antonym over all their senses (``cloudy`` -> ``clear``; ``active`` has six: dropped)."""
-    synsets = _wordnet_synsets(deb_file(archive, WORDNET + "data.adj").decode("utf-8"))
-    antonyms: dict[str, set[str]] = defaultdict(set)
-    for synset in synsets.values():
-        for symbol, target, _pos, source_target in synset.pointers:
-            source, other = int(source_target[:2], 16), int(source_target[2:], 16)
-            if symbol == "!" and source and other and target in synsets:
-                antonyms[synset.words[source - 1]].add(synsets[target].words[other - 1])
-    return [
-        Example(word, next(iter(opposite)))
-        for word, opposite in antonyms.items()
-        if len(opposite) == 1 and WORD.fullmatch(word) and WORD.fullmatch(next(iter(opposite)))
-    ]
-
-
-def _wordnet_hypernyms(archive: Path) -> list[Example]:
-    """Noun -> the first word of its one hypernym synset (``tadpole`` -> ``larva``,
-    ``misdemeanor`` -> ``crime``), for everyday nouns with one sense. A hypernym of several
-    words (``motor_vehicle``) or in capitals is dropped: the answer is one plain word."""
-    wordnet = _wordnet(archive)
-    nouns, out = wordnet.synsets["noun"], []
-    for word, pos in _everyday_words(wordnet).items():
-        senses = wordnet.index[pos][word].senses
-        if pos != "noun" or len(senses) != 1:
-            continue
-        up = [offset for symbol, offset, *_ in nouns[senses[0]].pointers if symbol == "@"]
-        if len(up) == 1 and WORD.fullmatch(hypernym := nouns[up[0]].words[0]) and hypernym != word:
-            out.append(Example(word, hypernym))
-    return _sample(out)
-
-
-def _wordnet_parts_of_speech(archive: Path) -> list[Example]:
-    """Word -> noun / verb / adjective / adverb (multiple choice), for everyday words listed
-    under one part of speech only (``quickly``: adverb). Balanced: a fixed random sample of at
-    most ``MAX_WORDS // 4`` words per part (WordNet has six everyday nouns per adverb)."""
-    words: dict[str, list[str]] = defaultdict(list)
-    for word, pos in _everyday_words(_wordnet(archive)).items():
-        words[pos].append(word)
-    out = []
-    for pos, name in WORDNET_POS.items():
-        chosen = random.Random(f"0:{name}").sample(words[pos], min(len(words[pos]), MAX_WORDS // 4))
-        out += [Example(word, name, PARTS_OF_SPEECH) for word in chosen]
-    return out
-
-
-def _wordnet_definitions(archive: Path) -> list[Example]:
-    """Definition -> the word it defines (``accuse formally of a crime`` -> ``indict``), for
-    everyday words with one sense, alone in their synset (no synonym is as right). The gloss's
-    example sentences are dropped, and so is a definition that gives the word away (holds its
-    first five letters) or that defines two words."""
-    wordnet = _wordnet(archive)
-    words_of: dict[str, set[str]] = defaultdict(set)
-    for word, pos in _everyday_words(wordnet).items():
-        senses = wordnet.index[pos][word].senses
-        synset = wordnet.synsets[pos][senses[0]]
-        if len(senses) != 1 or synset.words != (word,):
-            continue
-        definition = synset.gloss.split('"')[0].strip().rstrip(";").strip()
-        if definition and word[:5] not in definition.lower() and len(definition) <= MAX_INPUT_CHARS:
-            words_of[definition].add(word)
-    return _sample([Example(d, next(iter(w))) for d, w in words_of.items() if len(w) == 1])
 
 
 # --- fortunes --------------------------------------------------------------------------------
@@ -524,7 +231,7 @@ def _freedict(lang: str):
                 translation = _first_translation(headword, entry, lang in NUMBERS_EVERY_SENSE)
                 if translation:
                     out.append(Example(headword, translation.translate(RESPELL.get(lang, {}))))
-        return _sample(out)
+        return sample_words(out)
 
     return read
 
@@ -568,14 +275,14 @@ DEBIAN_SOURCES = (
         "wordnet-base",
         "wordnet",
         "Give the antonym of an English adjective",
-        _wordnet_antonyms,
+        wordnet_antonyms,
         WORDNET_LICENCE,
     ),
     Source(
         "wordnet-base",
         "wordnet",
         "Name the more general kind of thing an English noun is (its WordNet hypernym)",
-        _wordnet_hypernyms,
+        wordnet_hypernyms,
         WORDNET_LICENCE,
         name="wordnet_hypernyms",
     ),
@@ -583,7 +290,7 @@ DEBIAN_SOURCES = (
         "wordnet-base",
         "wordnet",
         "Say whether an English word is a noun, verb, adjective or adverb",
-        _wordnet_parts_of_speech,
+        wordnet_parts_of_speech,
         WORDNET_LICENCE,
         name="wordnet_part_of_speech",
     ),
@@ -591,7 +298,7 @@ DEBIAN_SOURCES = (
         "wordnet-base",
         "wordnet",
         "Give the English word that a dictionary definition defines",
-        _wordnet_definitions,
+        wordnet_definitions,
         WORDNET_LICENCE,
         name="wordnet_definitions",
     ),

@@ -13,16 +13,15 @@ import tarfile
 
 import pytest
 
-from expert_zoo.tasks import archives, debian, is_held_out
+from expert_zoo.tasks import archives, debian, is_held_out, wordnet
 from expert_zoo.tasks.by_id import load_tasks
 from expert_zoo.tasks.corpora import MAX_INPUT_CHARS
+from expert_zoo.tasks.deb_archive import ar_members, deb_file
 from expert_zoo.tasks.debian import (
     DEBIAN_ARCHIVES,
     DEBIAN_SOURCES,
     FORTUNE_TOPICS,
     FREEDICT,
-    ar_members,
-    deb_file,
     debian_source_for,
     ensure_deb,
     iter_debian_tasks,
@@ -158,17 +157,17 @@ WORDNET_EXC = {"noun": "oxen ox\n", "verb": "bore bear\nborne bear\n", "adj": ""
 
 
 def _wordnet_files() -> dict[str, bytes]:
-    files = {debian.WORDNET + "data.adj": WORDNET_ADJ.encode()}
+    files = {wordnet.WORDNET + "data.adj": WORDNET_ADJ.encode()}
     for pos, text in WORDNET_DATA.items():
-        files[debian.WORDNET + "data." + pos] = (LICENCE_HEADER + text).encode()
+        files[wordnet.WORDNET + "data." + pos] = (LICENCE_HEADER + text).encode()
     for pos, lemmas in WORDNET_INDEX.items():
         lines = [LICENCE_HEADER]
         for lemma, (offsets, tagged) in sorted(lemmas.items()):
             n = len(offsets.split())
             lines.append(f"{lemma} {pos[0]} {n} 1 @ {n} {tagged} {offsets}  \n")
-        files[debian.WORDNET + "index." + pos] = "".join(lines).encode()
+        files[wordnet.WORDNET + "index." + pos] = "".join(lines).encode()
     for pos, text in WORDNET_EXC.items():
-        files[debian.WORDNET + pos + ".exc"] = text.encode()
+        files[wordnet.WORDNET + pos + ".exc"] = text.encode()
     return files
 
 

@@ -157,6 +157,7 @@ def train(args: argparse.Namespace) -> int:
         args.seed,
         args.exclude_same_family,
         args.num_workers,
+        split_by_family=args.val_split == "family",
     )
     sizes = {name: getattr(args, name) for name in _ARCH}
     model = warm or new_model(bank, data.train_experts, **sizes, **_losses(args))
@@ -174,7 +175,13 @@ def train(args: argparse.Namespace) -> int:
         origin["warm_start"] = None  # the next stage starts from this one's output
     if args.sft_steps > 0:
         sft_data = GeneratorDataModule(
-            bank, k, args.sft_rows, args.val_fraction, args.seed, args.exclude_same_family
+            bank,
+            k,
+            args.sft_rows,
+            args.val_fraction,
+            args.seed,
+            args.exclude_same_family,
+            split_by_family=args.val_split == "family",
         )
         record = _sft_stage(args, bank, sft_data, model, logs)
         new.append({"stage": "end-to-end", **origin, **record})
@@ -261,6 +268,7 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
             val_fraction=args.val_fraction,
             seed=args.seed,
             exclude_same_family=args.exclude_same_family,
+            split_by_family=args.val_split == "family",
             progress=not args.quiet,
         )
         record = e2e_distributed.run(job, args.sft_processes)

@@ -11,6 +11,7 @@ sees is the training zoo), so validation measures generation for tasks that are 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -29,17 +30,44 @@ def load_bank(zoo: str | Path | ExpertBank) -> ExpertBank:
 
 
 def split_experts(
-    num_experts: int, val_fraction: float, seed: int
+    num_experts: int,
+    val_fraction: float,
+    seed: int,
+    families: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic ``(train, val)`` expert indices, sorted; at least one of each when
-    ``val_fraction > 0`` (none for validation when it is 0)."""
+    ``val_fraction > 0`` (none for validation when it is 0, or by family when there is one).
+
+    With ``families`` (one name per expert; an empty name is a family of one) whole families go
+    to validation, drawn in a seeded order until they hold at least ``val_fraction`` of the
+    experts, so that no validation expert has a sibling among the training ones: that is the
+    held-out rule's split (docs/design.md), under which a benchmark task's family is unseen.
+    Split by expert, a validation task's siblings (the same dataset in another language or
+    subtask) are trained on, and the validation loss overstates what carries to new families."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = (
         0 if val_fraction == 0 else min(num_experts - 1, max(1, round(val_fraction * num_experts)))
     )
-    order = np.random.default_rng(seed).permutation(num_experts)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    rng = np.random.default_rng(seed)
+    if families is None:
+        order = rng.permutation(num_experts)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+    if len(families) != num_experts:
+        raise ValueError(f"{len(families)} family names for {num_experts} experts")
+    groups: dict[str, list[int]] = {}
+    for i, family in enumerate(families):
+        groups.setdefault(family or f"\0{i}", []).append(i)
+    names = sorted(groups)
+    val: list[int] = []
+    for g in rng.permutation(len(names)):
+        if len(val) >= n_val:
+            break
+        members = groups[names[g]]
+        if len(val) + len(members) < num_experts:  # always a family left to train on
+            val.extend(members)
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(num_experts), val_idx), val_idx
 
 
 def exclusions(bank: ExpertBank, val: np.ndarray, same_family: bool) -> list[set[int]]:
@@ -93,7 +121,7 @@ class RowDataset(Dataset):
 
 
 class GeneratorDataModule(L.LightningDataModule):
-    """Description rows of a zoo, split by expert into train and validation.
+    """Description rows of a zoo, split by expert (or by family) into train and validation.
 
     Args:
         zoo: an :class:`ExpertBank`, a zoo export file or a zoo folder.
@@ -102,6 +130,7 @@ class GeneratorDataModule(L.LightningDataModule):
         val_fraction: share of experts held out for validation (0: train on all).
         seed: seed of the split and of the shuffling.
         exclude_same_family: a target does not retrieve experts of its own family either.
+        split_by_family: validation takes whole families (see :func:`split_experts`).
         num_workers: DataLoader workers (the items are tiny; 0 is usually best).
     """
 
@@ -114,12 +143,15 @@ class GeneratorDataModule(L.LightningDataModule):
         seed: int = 0,
         exclude_same_family: bool = True,
         num_workers: int = 0,
+        split_by_family: bool = False,
     ):
         super().__init__()
         self.bank = load_bank(zoo)
         self.k, self.batch_size, self.seed, self.num_workers = k, batch_size, seed, num_workers
         self.exclude_same_family = exclude_same_family
-        self.train_experts, self.val_experts = split_experts(len(self.bank), val_fraction, seed)
+        self.train_experts, self.val_experts = split_experts(
+            len(self.bank), val_fraction, seed, self.bank.families if split_by_family else None
+        )
         self.idx: np.ndarray | None = None
         self.sims: np.ndarray | None = None
 

@@ -41,6 +41,7 @@ class Job:
     val_fraction: float
     seed: int
     exclude_same_family: bool
+    split_by_family: bool = False
     progress: bool = False
 
 
@@ -63,7 +64,13 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
         model = LoraCVAE(CVAEConfig.from_dict(job.generator_config))
         model.load_state_dict(job.generator_state)
         data = GeneratorDataModule(
-            bank, model.config.k, 1, job.val_fraction, job.seed, job.exclude_same_family
+            bank,
+            model.config.k,
+            1,
+            job.val_fraction,
+            job.seed,
+            job.exclude_same_family,
+            split_by_family=job.split_by_family,
         )
         tasks, _ = zoo_tasks(job.zoo, bank)
         base = load_base_model(job.base_model)

@@ -226,6 +226,13 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         help="experts held out for validation; 0: none (default: %(default)s)",
     )
     data(
+        "--val-split",
+        choices=("family", "expert"),
+        default="family",
+        help="validation takes whole families (as the held-out benchmark does) or single "
+        "experts, whose siblings are then trained on (default: %(default)s)",
+    )
+    data(
         "--no-exclude-same-family",
         dest="exclude_same_family",
         action="store_false",

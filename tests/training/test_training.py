@@ -58,6 +58,27 @@ def test_split_is_by_expert_and_deterministic():
         split_experts(24, 1.0, seed=0)
 
 
+def test_split_by_family_keeps_siblings_together():
+    families = [f"f{i // 3}" for i in range(24)] + ["", ""]  # 8 families of 3, two loners
+    train, val = split_experts(26, 0.25, seed=5, families=families)
+    assert sorted([*train, *val]) == list(range(26)) and len(val) >= round(0.25 * 26)
+    val_families = {families[i] for i in val if families[i]}
+    train_families = {families[i] for i in train if families[i]}
+    assert val_families and not val_families & train_families  # no sibling on both sides
+    assert len(val) < 26 - 2  # whole families, but never all of them
+    again = split_experts(26, 0.25, seed=5, families=families)
+    assert np.array_equal(val, again[1])
+    assert len(split_experts(26, 0.0, seed=5, families=families)[1]) == 0
+    one_family = split_experts(4, 0.5, seed=0, families=["a"] * 4)  # nothing can be held out
+    assert len(one_family[0]) == 4 and len(one_family[1]) == 0
+    with pytest.raises(ValueError, match="family names"):
+        split_experts(26, 0.25, seed=5, families=families[:-1])
+    bank = structured_bank(num_experts=12, family_size=2)
+    data = GeneratorDataModule(bank, k=3, val_fraction=0.25, split_by_family=True)
+    val = set(data.val_experts.tolist())
+    assert val and all((e ^ 1) in val for e in val)  # experts 2i and 2i+1 share a family
+
+
 @pytest.mark.parametrize("same_family", [True, False])
 def test_leave_one_out_never_retrieves_the_target(same_family):
     bank = structured_bank(num_experts=12, family_size=2)

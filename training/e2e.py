@@ -213,10 +213,11 @@ class EndToEnd:
         owner: Sequence[int],
         smoothing: float = 0.0,
         total: bool = False,
+        per_example: bool = False,
     ) -> Tensor | tuple[Tensor, int]:
         """Mean answer-token cross-entropy of ``examples``, each with its row's adapter (the
         output layer runs only at the answer positions); with ``total`` the sum over the answer
-        tokens and their number instead."""
+        tokens and their number instead; with ``per_example`` each example's mean, shape (n,)."""
         pairs = [(ex.input, ex.output) for ex in examples]
         batch = make_batch(self.base.tokenizer, pairs, max_length=self.config.max_length)
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -231,6 +232,14 @@ class EndToEnd:
         labels = batch["labels"][:, 1:]
         rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
         logits = self.head(hidden[rows, cols]).float()
+        if per_example:
+            tokens = F.cross_entropy(
+                logits, labels[rows, cols], label_smoothing=smoothing, reduction="none"
+            )
+            n = len(examples)
+            sums = torch.zeros(n, device=tokens.device).index_add_(0, rows, tokens)
+            counts = torch.bincount(rows, minlength=n).clamp_min(1)
+            return sums / counts
         if total:
             summed = F.cross_entropy(
                 logits, labels[rows, cols], label_smoothing=smoothing, reduction="sum"
@@ -320,8 +329,34 @@ class EndToEnd:
             owner += [i] * len(picked)
         return examples, owner
 
+    def _val_shares(self, rows: Sequence[int]) -> list[float]:
+        """Each validation task's share of the family-weighted validation loss: 1 / (number of
+        families × its family's validation tasks), so that a family counts once however many
+        subtasks of it were drawn."""
+        names = [self.bank.families[int(self.bank.row_expert[r])] or f"\0{r}" for r in rows]
+        counts = {n: names.count(n) for n in names}
+        return [1.0 / (counts[n] * len(counts)) for n in names]
+
     @torch.no_grad()
-    def _val_loss(self, weights: Weights | None, examples, owner, chunk: int = 16) -> float:
+    def _val_loss(
+        self, weights: Weights | None, examples, owner, task=None, chunk: int = 16
+    ) -> float:
+        """Mean answer loss of the validation ``examples``, each scored with adapter
+        ``owner[i]``; ``task[i]`` (default ``owner``) is the example's own task. With
+        ``family_weighted_val``, each family weighs the same (:meth:`_val_shares`)."""
+        if self.config.family_weighted_val:
+            task = list(owner if task is None else task)
+            share = self._val_shares(self.val_rows())
+            weight = torch.tensor([share[t] / task.count(t) for t in task])
+            total = 0.0
+            for s in range(0, len(examples), chunk):
+                part, rows = examples[s : s + chunk], owner[s : s + chunk]
+                used = sorted(set(rows))
+                sub = None if weights is None else {k: v[used] for k, v in weights.items()}
+                local = [used.index(r) for r in rows]
+                losses = self.lm_loss(sub, part, local, per_example=True).cpu()
+                total += float((losses * weight[s : s + chunk]).sum())
+            return total
         total = 0.0
         for s in range(0, len(examples), chunk):
             part, rows = examples[s : s + chunk], owner[s : s + chunk]
@@ -361,7 +396,7 @@ class EndToEnd:
         out = {"val_loss": self._val_loss(weights, examples, owner)}
         if len(rows) > 1:
             shifted = [(o + 1) % len(rows) for o in owner]
-            out["val_loss_other"] = self._val_loss(weights, examples, shifted)
+            out["val_loss_other"] = self._val_loss(weights, examples, shifted, owner)
         out.update(geometry(weights, self.merges(cond), self.model.layout.modules))
         if self.config.kl_weight > 0:
             torch.manual_seed(self.config.seed)

@@ -40,6 +40,9 @@ class E2EConfig:
     only the per-(layer, module) ΔW factors (needs a generator built with them)."""
     val_every: int = 100
     val_examples: int = 8
+    family_weighted_val: bool = False
+    """Weigh the validation tasks so that each family counts once (a family split can draw eight
+    subtasks of one dataset); off: every validation task counts once."""
     patience: int = 0
     """> 0: stop once this many validations in a row have not improved on the best one (early
     stopping; the run ends with the best weights either way). 0: run all ``steps``."""
@@ -89,6 +92,6 @@ class E2EConfig:
         return cls(**data)
 
 
-_ADDED = {"contrast_weight": 0.0, "contrast_margin": 0.5}
+_ADDED = {"contrast_weight": 0.0, "contrast_margin": 0.5, "family_weighted_val": False}
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}

@@ -179,6 +179,13 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     sft(
+        "--sft-family-weighted-val",
+        action=argparse.BooleanOptionalAction,
+        default=d.family_weighted_val,
+        help="weigh the validation tasks so that each family counts once, however many of its "
+        "subtasks the split drew (default: %(default)s)",
+    )
+    sft(
         "--sft-val-examples",
         type=int,
         default=d.val_examples,
@@ -294,6 +301,7 @@ def sft_config(args) -> E2EConfig:
         val_every=args.sft_val_every,
         val_examples=args.sft_val_examples,
         patience=args.sft_patience,
+        family_weighted_val=args.sft_family_weighted_val,
         save_every_s=args.save_every,
         base_dtype=args.base_dtype,
         seed=args.seed,

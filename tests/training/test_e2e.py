@@ -243,6 +243,7 @@ def test_cli_runs_the_stage_after_a_warm_start(setup, tiny_model_dir, tmp_path, 
     out = tmp_path / "gen"
     argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "4")
     argv += ["--sft-val-every", "2", "--val-fraction", "0.3"]
+    argv += ["--val-split", "expert"]  # the tiny zoo's families are too few to hold one out
     assert main(argv) == 0
     assert "end-to-end stage: 4 steps; val_loss" in capsys.readouterr().out
     recorded = json.loads((out / "config.json").read_text())["extra"]["stages"]
@@ -269,6 +270,7 @@ def test_cli_reads_a_toml_recipe_and_resumes(setup, tiny_model_dir, tmp_path, ca
     recipe.write_text(
         f'zoo = "{setup / "zoo"}"\nwarm-start = "{setup / "generator"}"\nepochs = 0\n'
         "sft_steps = 2\nsft_rows = 2\nsft_examples = 1\nval_fraction = 0.3\n"
+        'val_split = "expert"\n'
         'base_dtype = "float32"\nsft_val_examples = 2\n'
     )
     state = tmp_path / "state"
@@ -442,6 +444,7 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
 def test_cli_runs_the_stage_in_two_processes(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
     argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
     argv += ["--sft-processes", "2", "--val-fraction", "0.3", "--sft-val-every", "2"]
+    argv += ["--val-split", "expert"]
     assert main(argv) == 0
     assert "end-to-end stage: 2 steps; val_loss" in capsys.readouterr().out
     stage = json.loads((tmp_path / "gen" / "config.json").read_text())["extra"]["stages"][-1]
@@ -475,3 +478,33 @@ def test_every_committed_recipe_parses_into_known_options():
         ["--config", str(recipes[0].parent / "generator-v1-stage1.toml")], train_cli.build_parser()
     )
     assert stage2.warm_start == stage1.out and stage1.layer_scales and stage1.k == 8
+
+
+def test_family_weighted_validation_counts_each_family_once(parts):
+    bank = parts[0]
+    stage = _stage(parts, family_weighted_val=True)
+    try:
+        rows = stage.val_rows()
+        assert len(rows) >= 2
+        stage.bank.families = ["a"] * (len(bank.expert_ids) - 1) + ["b"]  # val: family a ...
+        last = int(bank.row_expert[rows[-1]])
+        stage.bank.families[last] = "b"  # ... and one task of family b
+        shares = stage._val_shares(rows)
+        assert sum(shares) == pytest.approx(1.0) and shares[-1] == pytest.approx(0.5)
+        assert shares[0] == pytest.approx(0.5 / (len(rows) - 1))
+        examples, owner = stage._val_examples(rows)
+        merge = stage.merges(stage.batch(rows))
+        with torch.no_grad():
+            each = stage.lm_loss(merge, examples, owner, per_example=True)
+            first = stage.lm_loss({k: v[:1] for k, v in merge.items()}, examples[:1], [0])
+        assert each.shape == (len(examples),)
+        assert float(each[0]) == pytest.approx(float(first), rel=1e-5)  # one example's own mean
+        by_task = {t: [] for t in set(owner)}
+        for loss, t in zip(each.tolist(), owner, strict=True):
+            by_task[t].append(loss)
+        expected = sum(shares[t] * sum(v) / len(v) for t, v in by_task.items())
+        assert stage._val_loss(merge, examples, owner) == pytest.approx(expected, rel=1e-5)
+        stage.config.family_weighted_val = False  # every task once: a different number
+        assert stage._val_loss(merge, examples, owner) != pytest.approx(expected, rel=1e-5)
+    finally:
+        stage.close()

@@ -344,27 +344,23 @@ class EndToEnd:
         """Mean answer loss of the validation ``examples``, each scored with adapter
         ``owner[i]``; ``task[i]`` (default ``owner``) is the example's own task. With
         ``family_weighted_val``, each family weighs the same (:meth:`_val_shares`)."""
-        if self.config.family_weighted_val:
+        family = self.config.family_weighted_val
+        if family:
             task = list(owner if task is None else task)
             share = self._val_shares(self.val_rows())
             weight = torch.tensor([share[t] / task.count(t) for t in task])
-            total = 0.0
-            for s in range(0, len(examples), chunk):
-                part, rows = examples[s : s + chunk], owner[s : s + chunk]
-                used = sorted(set(rows))
-                sub = None if weights is None else {k: v[used] for k, v in weights.items()}
-                local = [used.index(r) for r in rows]
-                losses = self.lm_loss(sub, part, local, per_example=True).cpu()
-                total += float((losses * weight[s : s + chunk]).sum())
-            return total
         total = 0.0
         for s in range(0, len(examples), chunk):
             part, rows = examples[s : s + chunk], owner[s : s + chunk]
             used = sorted(set(rows))
             sub = None if weights is None else {k: v[used] for k, v in weights.items()}
             local = [used.index(r) for r in rows]
-            total += float(self.lm_loss(sub, part, local)) * len(part)
-        return total / len(examples)
+            if family:
+                losses = self.lm_loss(sub, part, local, per_example=True).cpu()
+                total += float((losses * weight[s : s + chunk]).sum())
+            else:
+                total += float(self.lm_loss(sub, part, local)) * len(part)
+        return total if family else total / len(examples)
 
     @torch.no_grad()
     def reference(self) -> dict:

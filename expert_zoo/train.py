@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from expert_zoo.scoring import _decoder_and_head, answer_loss, mc_scores, score_examples
 from expert_zoo.tasks import Example, Task
 from hypergen.adapter_io import LoraAdapter
-from hypergen.base_model import BaseModel
+from hypergen.base_model import BaseModel, warn_if_bf16_is_emulated
 from hypergen.layout import DEFAULT_TARGET_MODULES, LoraLayout
 from hypergen.prompting import IGNORE_INDEX, make_batch
 
@@ -104,6 +104,7 @@ def base_in_dtype(base: BaseModel, dtype_name: str) -> Iterator[BaseModel]:
     model = base.model
     param = next(model.parameters())
     dtype, device, want = param.dtype, param.device, BASE_DTYPES[dtype_name]
+    warn_if_bf16_is_emulated(want, device)
     kept = None
     if want != dtype:
         kept = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -54,7 +54,7 @@ from expert_zoo.scoring import _decoder_and_head
 from expert_zoo.tasks import Example, Task
 from expert_zoo.train import ExpertTrainConfig
 from hypergen.bank import ExpertBank
-from hypergen.base_model import BaseModel
+from hypergen.base_model import BaseModel, warn_if_bf16_is_emulated
 from hypergen.cvae import LoraCVAE
 from hypergen.layout import Weights
 from hypergen.prompting import IGNORE_INDEX, make_batch
@@ -128,6 +128,7 @@ class EndToEnd:
             p.requires_grad_(False)
         base.model.to(dtype=DTYPES[config.base_dtype]).eval()
         self.device = next(base.model.parameters()).device
+        warn_if_bf16_is_emulated(DTYPES[config.base_dtype], self.device)
         model.to(self.device)
         data.setup()
         self.data = data

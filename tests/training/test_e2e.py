@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -383,6 +384,34 @@ def test_merge_scale_diagnostic_agrees_with_the_stage_validation(
         == 0
     )
     assert "scale 1.00" in capsys.readouterr().out
+
+
+def test_headroom_diagnostic_scores_merges_neighbours_and_the_own_expert(
+    setup,  # noqa: F811
+    tiny_model_dir,
+    tmp_path,
+    capsys,
+):
+    """A merge at a tiny temperature is the nearest neighbour alone; the oracle columns are the
+    per-task minima; the own expert is the validation expert's own adapter, which on the tiny
+    zoo's synthetic tasks beats no adapter."""
+    zoo = str(setup / "zoo")
+    result = diagnostics.headroom(
+        zoo, [1e-4, 1.0], 2, 3, 0.3, 0, True, False, str(setup / "generator"), tiny_model_dir
+    )
+    losses = {n: np.array(v) for n, v in result["losses"].items()}
+    assert len(result["experts"]) == len(losses["base"]) > 0
+    np.testing.assert_allclose(losses["merge tau=0.0001"], losses["neighbour 0"], atol=2e-3)
+    single = np.stack([losses[f"neighbour {j}"] for j in range(3)])
+    np.testing.assert_allclose(losses["best neighbour"], single.min(0), atol=1e-4)
+    assert (losses["best tau"] <= losses["merge tau=1"] + 1e-4).all()
+    assert losses["own expert"].mean() < losses["base"].mean()
+    assert set(result["family_means"]) == set(result["means"])
+    out = tmp_path / "headroom.json"
+    argv = ["headroom", "--zoo", zoo, "--k", "2", "--examples", "1", "--val-fraction", "0.3"]
+    assert diagnostics.main([*argv, "--base-model", str(tiny_model_dir), "--out", str(out)]) == 0
+    assert "own expert" in capsys.readouterr().out
+    assert json.loads(out.read_text())["examples"] == len(result["experts"])
 
 
 def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # noqa: F811

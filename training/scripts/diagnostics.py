@@ -1,24 +1,57 @@
-"""``python -m training.scripts.diagnostics merge-scale``: the validation answer loss of the neighbours'
-merge scaled by ``s`` (ΔW → s·ΔW), on the validation experts' tasks of ``hypergen-train``'s split.
+"""Diagnostics of the generator's room to learn, on the validation experts of ``hypergen-train``'s
+split (no training).
 
+``merge-scale``: the validation answer loss of the neighbours' merge scaled by ``s`` (ΔW → s·ΔW).
 It asks whether the generator's gates (which rescale the merge per layer and module) have
 anything to learn in the simplest direction: when the loss is flat or lowest at ``s = 1``, a
 global rescaling of the merge cannot beat the untrained generator.
 
-Example::
+``headroom``: per validation task, the answer loss of no adapter, of the merge of its ``k``
+retrieved neighbours at several softmax temperatures, of each neighbour alone, of a generator
+(optional) and of the task's own expert (the oracle, which the generator never sees). It bounds
+what a generator that only re-weights its neighbours could gain: the best single neighbour per
+task (an oracle re-ranking) and the best temperature per task (an oracle mixing) against the
+merge, and how far the own expert is beyond any of them (what must come from elsewhere).
+
+Examples::
 
     python -m training.scripts.diagnostics merge-scale --zoo expert_zoo/zoo --examples 8
+    python -m training.scripts.diagnostics headroom --zoo expert_zoo/zoo --out headroom.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-from hypergen.cvae import CVAEConfig
+import numpy as np
+import torch
+
+from hypergen.conditioning import merge_pairs
+from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
 from training.e2e import E2EConfig, EndToEnd, zoo_tasks
 from training.module import new_model
+
+
+def _validation_stage(zoo, bank, data, model, examples, seed, base_model, base_dtype="float32"):
+    """The end-to-end stage over ``data``'s split (no training), its validation rows, and their
+    first ``examples`` eval examples with the row (0..) each belongs to."""
+    from hypergen.base_model import load_base_model
+
+    tasks, recipe = zoo_tasks(zoo, bank)
+    config = E2EConfig(
+        val_examples=examples, max_length=recipe.max_length, base_dtype=base_dtype, seed=seed
+    )
+    stage = EndToEnd(model, bank, load_base_model(base_model), tasks, data, config)
+    rows = stage.val_rows()
+    if not rows:
+        stage.close()
+        raise SystemExit("no validation experts: raise --val-fraction")
+    picked, owner = stage._val_examples(rows)
+    return stage, rows, picked, owner
 
 
 def merge_scale_losses(
@@ -32,22 +65,14 @@ def merge_scale_losses(
     base_model: str | None = None,
 ) -> tuple[dict[float, float], int]:
     """``{scale: mean answer loss}`` over the validation experts, and the number of examples."""
-    from hypergen.base_model import load_base_model
-
     bank = load_bank(zoo)
     data = GeneratorDataModule(bank, k, 4, val_fraction, seed, False)
     data.setup()
     model = new_model(bank, data.train_experts, k=k, tau=tau)
-    tasks, recipe = zoo_tasks(zoo, bank)
-    config = E2EConfig(
-        val_examples=examples, max_length=recipe.max_length, base_dtype="float32", seed=seed
+    stage, rows, picked, owner = _validation_stage(
+        zoo, bank, data, model, examples, seed, base_model
     )
-    stage = EndToEnd(model, bank, load_base_model(base_model), tasks, data, config)
     try:
-        rows = stage.val_rows()
-        if not rows:
-            raise SystemExit("no validation experts: raise --val-fraction")
-        picked, owner = stage._val_examples(rows)
         merge = stage.merges(stage.batch(rows))
         sums = {}
         for s in scales:
@@ -56,6 +81,101 @@ def merge_scale_losses(
     finally:
         stage.close()
     return sums, len(picked)
+
+
+def _task_losses(stage: EndToEnd, weights, examples, owner, chunk: int = 16) -> np.ndarray:
+    """Mean answer loss per validation task (``owner`` indexes both tasks and adapters)."""
+    losses = []
+    for s in range(0, len(examples), chunk):
+        part, rows = examples[s : s + chunk], owner[s : s + chunk]
+        used = sorted(set(rows))
+        sub = None if weights is None else {k: v[used] for k, v in weights.items()}
+        local = [used.index(r) for r in rows]
+        losses.append(stage.lm_loss(sub, part, local, per_example=True).cpu().numpy())
+    per_example, owner = np.concatenate(losses), np.asarray(owner)
+    return np.array([per_example[owner == t].mean() for t in range(owner.max() + 1)])
+
+
+def headroom(
+    zoo: str,
+    taus: list[float],
+    examples: int,
+    k: int,
+    val_fraction: float,
+    seed: int,
+    split_by_family: bool = True,
+    exclude_same_family: bool = True,
+    generator: str | None = None,
+    base_model: str | None = None,
+    base_dtype: str = "float32",
+) -> dict:
+    """Per validation task, the answer losses of the module docstring's ``headroom``.
+
+    Returns ``{"experts", "families", "losses": {name: [per task]}, "means",
+    "family_means", "examples"}``: names ``base``, ``merge tau=<t>``, ``neighbour <j>`` (j-th
+    nearest alone), ``best neighbour`` / ``best tau`` (per task, the lowest of those), ``own
+    expert`` and, with ``generator``, ``generator``. ``family_means`` count each family once.
+    """
+    with torch.no_grad():
+        bank = load_bank(zoo)
+        data = GeneratorDataModule(
+            bank, k, 4, val_fraction, seed, exclude_same_family, 0, split_by_family
+        )
+        data.setup()
+        model = (
+            LoraCVAE.from_pretrained(generator)
+            if generator
+            else new_model(bank, data.train_experts, k=k)
+        )
+        if model.config.k != k:
+            raise SystemExit(
+                f"the generator retrieves k={model.config.k}: pass --k {model.config.k}"
+            )
+        stage, rows, picked, owner = _validation_stage(
+            zoo, bank, data, model, examples, seed, base_model, base_dtype
+        )
+        try:
+            experts = torch.as_tensor(bank.row_expert[rows])
+            idx = torch.as_tensor(data.idx[rows])
+            sims = torch.as_tensor(data.sims[rows]).float()
+            zoo_w = bank.weights
+            modules = model.layout.modules
+
+            def score(weights):
+                return _task_losses(stage, weights, picked, owner)
+
+            out = {"base": score(None)}
+            for tau in taus:
+                w = torch.softmax(sims / tau, dim=-1)
+                merged = {}
+                for m in modules:
+                    a, b = zoo_w[f"{m}.A"], zoo_w[f"{m}.B"]
+                    merged[f"{m}.A"], merged[f"{m}.B"] = merge_pairs(a[idx], b[idx], w)
+                out[f"merge tau={tau:g}"] = score(merged)
+            for j in range(k):
+                out[f"neighbour {j}"] = score({n: v[idx[:, j]].float() for n, v in zoo_w.items()})
+            if generator:
+                model.eval()
+                weights, _ = stage.adapters(stage.batch(rows))
+                out["generator"] = score(weights)
+            out["own expert"] = score({n: v[experts].float() for n, v in zoo_w.items()})
+        finally:
+            stage.close()
+    single = np.stack([out[f"neighbour {j}"] for j in range(k)])
+    mixed = np.stack([out[f"merge tau={t:g}"] for t in taus])
+    out["best neighbour"], out["best tau"] = single.min(0), mixed.min(0)
+    ids = [bank.expert_ids[int(e)] for e in experts]
+    families = [bank.families[int(e)] or ids[i] for i, e in enumerate(experts)]
+    share = {f: 1.0 / (families.count(f) * len(set(families))) for f in families}
+    weight = np.array([share[f] for f in families])
+    return {
+        "experts": ids,
+        "families": families,
+        "examples": len(picked),
+        "losses": {n: [round(float(x), 4) for x in v] for n, v in out.items()},
+        "means": {n: round(float(v.mean()), 4) for n, v in out.items()},
+        "family_means": {n: round(float((v * weight).sum()), 4) for n, v in out.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +195,55 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--val-fraction", type=float, default=0.1, help="as hypergen-train's")
     q.add_argument("--seed", type=int, default=0, help="as hypergen-train's (the split)")
     q.add_argument("--base-model", help="transformers folder or .gguf (default: SmolLM2-135M)")
+    h = sub.add_parser("headroom", help="losses of merges, single neighbours and the own expert")
+    h.add_argument("--zoo", default="expert_zoo/zoo", help="zoo folder (default: %(default)s)")
+    h.add_argument("--taus", default="0.02,0.05,0.1,0.3,1", help="merge temperatures")
+    h.add_argument("--examples", type=int, default=8, help="eval examples per validation expert")
+    h.add_argument("--k", type=int, default=CVAEConfig.k, help="neighbours (default: %(default)s)")
+    h.add_argument("--val-fraction", type=float, default=0.1, help="as hypergen-train's")
+    h.add_argument("--val-split", choices=("family", "expert"), default="family")
+    h.add_argument("--seed", type=int, default=0, help="as hypergen-train's (the split)")
+    h.add_argument(
+        "--no-exclude-same-family",
+        dest="exclude_same_family",
+        action="store_false",
+        help="let a task retrieve experts of its own family (hypergen-train's default excludes them)",
+    )
+    h.add_argument("--generator", help="also score this generator checkpoint folder")
+    h.add_argument("--base-model", help="transformers folder or .gguf (default: SmolLM2-135M)")
+    h.add_argument(
+        "--base-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="precision of the base model (bfloat16: faster only on CPUs with AVX-512 BF16)",
+    )
+    h.add_argument("--out", type=Path, help="write the per-task losses here (JSON)")
     args = p.parse_args(argv)
+    if args.command == "headroom":
+        result = headroom(
+            args.zoo,
+            [float(t) for t in args.taus.split(",")],
+            args.examples,
+            args.k,
+            args.val_fraction,
+            args.seed,
+            args.val_split == "family",
+            args.exclude_same_family,
+            args.generator,
+            args.base_model,
+            args.base_dtype,
+        )
+        n, fams = len(result["experts"]), len(set(result["families"]))
+        print(
+            f"validation answer loss, {n} tasks from {fams} families, {result['examples']} examples"
+        )
+        print(f"  {'':18s} {'task mean':>10s} {'family mean':>12s}")
+        for name, mean in result["means"].items():
+            print(f"  {name:18s} {mean:10.4f} {result['family_means'][name]:12.4f}")
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
+            print(f"wrote {args.out}")
+        return 0
     scales = [float(s) for s in args.scales.split(",")]
     losses, n = merge_scale_losses(
         args.zoo,

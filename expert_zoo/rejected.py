@@ -6,7 +6,10 @@ and writes its record here instead (task, family, metrics with the recipe, when)
 zoo then holds only experts that learned their task, the README can list the others with their
 numbers, and a resumed build does not train the same task with the same recipe again. A build
 with another recipe tries a rejected task again; if that expert beats the base model it is
-added and its entry leaves this file.
+added and its entry leaves this file. Recipes that differ only in the base model's precision
+(``base_dtype``, a speed setting: bfloat16 is faster only on CPUs with AVX-512 BF16) count as the
+same, so a build resumed with ``--base-dtype float32`` on another machine does not spend hours
+retraining every rejected task.
 
 The file is small JSON, rewritten whole (temporary file, then one rename) under its own lock,
 so shard workers sharing a zoo can each reject experts safely::
@@ -54,11 +57,23 @@ def read_rejected(root: str | Path) -> list[dict]:
     return entries
 
 
+PRECISION_KEYS = ("base_dtype",)
+"""Recipe fields that do not make a recipe another one for the rejected list."""
+
+
+def _without_precision(recipe) -> object:
+    if not isinstance(recipe, dict):
+        return recipe
+    return {k: v for k, v in recipe.items() if k not in PRECISION_KEYS}
+
+
 def rejected_with(root: str | Path, task_id: str, recipe: dict) -> dict | None:
     """The entry of ``task_id`` if it was rejected with ``recipe`` (the recipe's record, as in
-    an expert's ``metrics["recipe"]``), else None."""
+    an expert's ``metrics["recipe"]``; :data:`PRECISION_KEYS` aside), else None."""
+    want = _without_precision(recipe)
     for entry in read_rejected(root):
-        if entry["task_id"] == task_id and entry.get("metrics", {}).get("recipe") == recipe:
+        got = _without_precision(entry.get("metrics", {}).get("recipe"))
+        if entry["task_id"] == task_id and got == want:
             return entry
     return None
 

@@ -74,6 +74,10 @@ def test_a_build_that_drops_flagged_experts_records_them_and_does_not_retrain_th
     report = build(zoo, _Base(), _Encoder(), tasks, config, keep_flagged=False)
     assert calls == [] and sorted(report.skipped) == sorted([a, b, c])
 
+    bf16 = dataclasses.replace(config, base_dtype="bfloat16")  # precision alone: same recipe
+    report = build(zoo, _Base(), _Encoder(), tasks, bf16, keep_flagged=False)
+    assert calls == [] and sorted(report.skipped) == sorted([a, b, c])
+
     gains[c] = 0.1  # another recipe tries the rejected tasks again
     report = build(zoo, _Base(), _Encoder(), tasks, ExpertTrainConfig(steps=4), keep_flagged=False)
     assert sorted(calls) == sorted([a, c]) and report.added == [c] and report.dropped == [a]

@@ -409,9 +409,12 @@ def test_headroom_diagnostic_scores_merges_neighbours_and_the_own_expert(
     assert set(result["family_means"]) == set(result["means"])
     out = tmp_path / "headroom.json"
     argv = ["headroom", "--zoo", zoo, "--k", "2", "--examples", "1", "--val-fraction", "0.3"]
-    assert diagnostics.main([*argv, "--base-model", str(tiny_model_dir), "--out", str(out)]) == 0
+    argv += ["--no-singles", "--base-model", str(tiny_model_dir), "--out", str(out)]
+    assert diagnostics.main(argv) == 0
     assert "own expert" in capsys.readouterr().out
-    assert json.loads(out.read_text())["examples"] == len(result["experts"])
+    written = json.loads(out.read_text())
+    assert written["examples"] == len(result["experts"])
+    assert "neighbour 0" not in written["losses"] and "best tau" in written["losses"]
 
 
 def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # noqa: F811

@@ -108,13 +108,15 @@ def headroom(
     generator: str | None = None,
     base_model: str | None = None,
     base_dtype: str = "float32",
+    singles: bool = True,
 ) -> dict:
     """Per validation task, the answer losses of the module docstring's ``headroom``.
 
     Returns ``{"experts", "families", "losses": {name: [per task]}, "means",
     "family_means", "examples"}``: names ``base``, ``merge tau=<t>``, ``neighbour <j>`` (j-th
     nearest alone), ``best neighbour`` / ``best tau`` (per task, the lowest of those), ``own
-    expert`` and, with ``generator``, ``generator``. ``family_means`` count each family once.
+    expert`` and, with ``generator``, ``generator``; without ``singles`` no neighbour is scored
+    alone (``k`` single adapters cost as much as ``k`` merges). ``family_means`` count each family once.
     """
     with torch.no_grad():
         bank = load_bank(zoo)
@@ -152,7 +154,7 @@ def headroom(
                     a, b = zoo_w[f"{m}.A"], zoo_w[f"{m}.B"]
                     merged[f"{m}.A"], merged[f"{m}.B"] = merge_pairs(a[idx], b[idx], w)
                 out[f"merge tau={tau:g}"] = score(merged)
-            for j in range(k):
+            for j in range(k if singles else 0):
                 out[f"neighbour {j}"] = score({n: v[idx[:, j]].float() for n, v in zoo_w.items()})
             if generator:
                 model.eval()
@@ -161,9 +163,9 @@ def headroom(
             out["own expert"] = score({n: v[experts].float() for n, v in zoo_w.items()})
         finally:
             stage.close()
-    single = np.stack([out[f"neighbour {j}"] for j in range(k)])
-    mixed = np.stack([out[f"merge tau={t:g}"] for t in taus])
-    out["best neighbour"], out["best tau"] = single.min(0), mixed.min(0)
+    if singles:
+        out["best neighbour"] = np.stack([out[f"neighbour {j}"] for j in range(k)]).min(0)
+    out["best tau"] = np.stack([out[f"merge tau={t:g}"] for t in taus]).min(0)
     ids = [bank.expert_ids[int(e)] for e in experts]
     families = [bank.families[int(e)] or ids[i] for i, e in enumerate(experts)]
     share = {f: 1.0 / (families.count(f) * len(set(families))) for f in families}
@@ -217,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="precision of the base model (bfloat16: faster only on CPUs with AVX-512 BF16)",
     )
+    h.add_argument(
+        "--no-singles",
+        dest="singles",
+        action="store_false",
+        help="do not score each neighbour alone (saves k passes; no 'best neighbour' column)",
+    )
     h.add_argument("--out", type=Path, help="write the per-task losses here (JSON)")
     args = p.parse_args(argv)
     if args.command == "headroom":
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             args.generator,
             args.base_model,
             args.base_dtype,
+            args.singles,
         )
         n, fams = len(result["experts"]), len(set(result["families"]))
         print(

@@ -178,3 +178,35 @@ def condition_inputs(
     out = neighbour_inputs(bank.layout, weights, emb, query_t, local, sims, tau, summary=summary)
     out["neighbours"] = idx
     return out
+
+
+def mixture_inputs(
+    bank, cond: dict[str, Tensor], samples: int, tau: float, noise: float, generator=None
+) -> dict[str, Tensor]:
+    """The condition inputs of ``samples`` draws per query, each merging the query's neighbours
+    with its own weights ``softmax(sims / tau + noise · g)``, ``g ~ N(0, I_k)`` (drawn with
+    ``generator``): rows ``n · samples``, each query's draws together. Everything but the merges
+    (embeddings, similarities, the neighbours' mean and spread) is the query's, repeated.
+
+    Args:
+        bank: the :class:`hypergen.bank.ExpertBank` that ``cond`` was retrieved from.
+        cond: :func:`condition_inputs` of ``n`` queries (on the CPU).
+    """
+    idx, sims = cond["neighbours"], cond["sims"].float()
+    n, k = idx.shape
+    experts, local = torch.unique(idx, return_inverse=True)
+    weights = bank.gather(experts)
+    g = torch.randn((n, samples, k), generator=generator)
+    w = torch.softmax((sims / tau)[:, None] + noise * g, dim=-1).reshape(n * samples, k)
+    local = local.repeat_interleave(samples, 0)
+    out = {
+        key: v.repeat_interleave(samples, 0)
+        for key, v in cond.items()
+        if not key.startswith("merge.")
+    }
+    for m in bank.layout.modules:
+        a, b = weights[f"{m}.A"][local], weights[f"{m}.B"][local]
+        merged_a, merged_b = merge_pairs(a, b, w)
+        out[f"merge.{m}"] = to_chunks({f"{m}.A": merged_a, f"{m}.B": merged_b}, m)
+    out["mixture"] = w
+    return out

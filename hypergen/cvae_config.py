@@ -61,6 +61,11 @@ class CVAEConfig:
     """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
     tau: float = 0.1
     """Temperature of the softmax over neighbour cosine similarities."""
+    mix_noise: float = 0.0
+    """Samples at ``temperature > 0`` also draw their own neighbour mixture: the merge weights
+    become ``softmax(sims / tau + temperature · mix_noise · g)``, ``g ~ N(0, I_k)`` per sample
+    (0: every sample merges with the same weights). A fixed logistic-normal prior over the
+    neighbours' mixtures, not trained; it makes best-of-n a few-shot choice among mixtures."""
     dw_weight: float = 0.0
     """Weight of the auxiliary ΔW-space loss (relative to the zoo's mean ‖ΔW‖²); 0: off."""
     recon_weight: float = 1.0
@@ -81,9 +86,10 @@ class CVAEConfig:
         if bad:
             raise ValueError(f"CVAEConfig sizes must be positive, got {', '.join(bad)}")
         weights = (self.beta, self.dw_weight, self.recon_weight)
-        if min(weights) < 0 or self.tau <= 0 or not 0 <= self.dropout < 1:
+        if min(weights) < 0 or self.tau <= 0 or not 0 <= self.dropout < 1 or self.mix_noise < 0:
             raise ValueError(
-                f"need beta, dw_weight, recon_weight >= 0, tau > 0, 0 <= dropout < 1: {self}"
+                "need beta, dw_weight, recon_weight, mix_noise >= 0, tau > 0, 0 <= dropout < 1: "
+                f"{self}"
             )
         if self.recon_weight == 0 and self.dw_weight == 0:
             raise ValueError("recon_weight and dw_weight are both 0: nothing to learn from")

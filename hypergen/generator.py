@@ -20,6 +20,7 @@ from hypergen.adapter_io import LoraAdapter
 from hypergen.apply import apply_adapter, swap_adapter
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel, load_base_model
+from hypergen.conditioning import mixture_inputs
 from hypergen.confidence import Confidence, load_threshold
 from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.encoder import TaskEncoder, check_description
@@ -165,9 +166,10 @@ class HyperGen:
 
     @property
     def samples_differ(self) -> bool:
-        """Whether samples at ``temperature > 0`` can differ (False for an untrained decoder,
-        see :attr:`LoraCVAE.ignores_latent`)."""
-        return not self.cvae.ignores_latent
+        """Whether samples at ``temperature > 0`` can differ: a trained decoder reads its
+        latent (:attr:`LoraCVAE.ignores_latent`), or each sample draws its own neighbour
+        mixture (``config.mix_noise > 0``)."""
+        return not self.cvae.ignores_latent or self.cvae.config.mix_noise > 0
 
     def generate(
         self, description: str, temperature: float = 0.0, seed: int = 0
@@ -231,7 +233,15 @@ class HyperGen:
         bank = self.bank  # one bank for the whole call, even if use_zoos swaps it meanwhile
         cond = self.cvae.condition_inputs(bank, emb)
         gen = torch.Generator().manual_seed(seed)
-        weights = self.cvae.generate(cond, num_samples, temperature, generator=gen)
+        noise = temperature * self.cvae.config.mix_noise
+        if noise > 0:  # each sample its own neighbour mixture, then the decoder as usual
+            mixed = mixture_inputs(bank, cond, num_samples, self.cvae.config.tau, noise, gen)
+            mixed.pop("mixture")
+            flat = self.cvae.generate(mixed, 1, temperature, generator=gen)
+            n = len(texts)
+            weights = {k: v.reshape(n, num_samples, *v.shape[2:]) for k, v in flat.items()}
+        else:
+            weights = self.cvae.generate(cond, num_samples, temperature, generator=gen)
         confidences = [self._confidence(bank, cond, weights, i) for i in range(len(texts))]
         out = [
             [

@@ -119,6 +119,44 @@ def test_an_untrained_generator_says_its_samples_are_all_the_merge(setup, tiny_m
     assert all(torch.equal(a.adapter.weights[k], v) for k, v in b.adapter.weights.items())
 
 
+def test_mixture_noise_gives_each_sample_its_own_neighbour_mixture(setup, tiny_model_dir):
+    """With ``mix_noise``, an untrained decoder's samples differ: each is the merge of the same
+    neighbours with its own weights (checked against merge_pairs), reproducibly by seed; the
+    prior mean (temperature 0) is the usual adapter."""
+    from hypergen.conditioning import from_chunks, merge_pairs, mixture_inputs
+
+    gen = _gen(setup, tiny_model_dir)
+    with torch.no_grad():
+        for name, param in gen.cvae.named_parameters():
+            if name.startswith("heads."):
+                param.zero_()  # the merge itself (no layer scales in this generator)
+    text, key = "Reverse a word", "q_proj.B"
+    plain = gen.generate(text)
+    gen.cvae.config.mix_noise = 1.0
+    assert gen.samples_differ
+    torch.testing.assert_close(gen.generate(text).adapter.weights[key], plain.adapter.weights[key])
+    a = gen.sample(text, 3, temperature=1.0, seed=4)
+    b = gen.sample(text, 3, temperature=1.0, seed=4)
+    assert all(
+        torch.equal(x.adapter.weights[key], y.adapter.weights[key])
+        for x, y in zip(a, b, strict=True)
+    )
+    assert not torch.allclose(a[0].adapter.weights[key], a[1].adapter.weights[key])
+    assert [g.neighbors for g in a] == [plain.neighbors] * 3
+
+    cond = gen.cvae.condition_inputs(gen.bank, gen.encoder.encode([text]))
+    mixed = mixture_inputs(gen.bank, cond, 3, gen.cvae.config.tau, 1.0, torch.Generator())
+    w = mixed["mixture"]
+    assert w.shape == (3, 3) and torch.allclose(w.sum(-1), torch.ones(3))
+    assert not torch.allclose(w[0], w[1])
+    nbrs = gen.bank.gather(cond["neighbours"][0])
+    a_, b_ = merge_pairs(nbrs["q_proj.A"][None], nbrs["q_proj.B"][None], w[2:])
+    expected = (b_ @ a_)[0]
+    got_a, got_b = from_chunks(gen.bank.layout, mixed["merge.q_proj"][2], "q_proj")
+    torch.testing.assert_close(got_b @ got_a, expected, atol=1e-5, rtol=1e-4)
+    gen.cvae.config.mix_noise = 0.0
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 100_000, None, 3])
 def test_bad_descriptions(setup, tiny_model_dir, bad):
     with pytest.raises((DescriptionError, ValueError)):

@@ -350,18 +350,30 @@ class EndToEnd:
             task = list(owner if task is None else task)
             share = self._val_shares(self.val_rows())
             weight = torch.tensor([share[t] / task.count(t) for t in task])
+        if family:
+            return float((self.example_losses(weights, examples, owner, chunk) * weight).sum())
         total = 0.0
+        for part, sub, local in self._by_chunk(weights, examples, owner, chunk):
+            total += float(self.lm_loss(sub, part, local)) * len(part)
+        return total / len(examples)
+
+    @staticmethod
+    def _by_chunk(weights: Weights | None, examples, owner, chunk: int):
+        """``(examples, their adapters, each one's adapter among them)`` per ``chunk`` examples."""
         for s in range(0, len(examples), chunk):
             part, rows = examples[s : s + chunk], owner[s : s + chunk]
             used = sorted(set(rows))
             sub = None if weights is None else {k: v[used] for k, v in weights.items()}
-            local = [used.index(r) for r in rows]
-            if family:
-                losses = self.lm_loss(sub, part, local, per_example=True).cpu()
-                total += float((losses * weight[s : s + chunk]).sum())
-            else:
-                total += float(self.lm_loss(sub, part, local)) * len(part)
-        return total if family else total / len(examples)
+            yield part, sub, [used.index(r) for r in rows]
+
+    @torch.no_grad()
+    def example_losses(self, weights: Weights | None, examples, owner, chunk: int = 16) -> Tensor:
+        """Each example's mean answer loss with adapter ``owner[i]`` (CPU, shape (n,))."""
+        losses = [
+            self.lm_loss(sub, part, local, per_example=True).cpu()
+            for part, sub, local in self._by_chunk(weights, examples, owner, chunk)
+        ]
+        return torch.cat(losses)
 
     @torch.no_grad()
     def reference(self) -> dict:

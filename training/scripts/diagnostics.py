@@ -83,16 +83,10 @@ def merge_scale_losses(
     return sums, len(picked)
 
 
-def _task_losses(stage: EndToEnd, weights, examples, owner, chunk: int = 16) -> np.ndarray:
+def _task_losses(stage: EndToEnd, weights, examples, owner) -> np.ndarray:
     """Mean answer loss per validation task (``owner`` indexes both tasks and adapters)."""
-    losses = []
-    for s in range(0, len(examples), chunk):
-        part, rows = examples[s : s + chunk], owner[s : s + chunk]
-        used = sorted(set(rows))
-        sub = None if weights is None else {k: v[used] for k, v in weights.items()}
-        local = [used.index(r) for r in rows]
-        losses.append(stage.lm_loss(sub, part, local, per_example=True).cpu().numpy())
-    per_example, owner = np.concatenate(losses), np.asarray(owner)
+    per_example = stage.example_losses(weights, examples, owner).numpy()
+    owner = np.asarray(owner)
     return np.array([per_example[owner == t].mean() for t in range(owner.max() + 1)])
 
 
@@ -168,8 +162,7 @@ def headroom(
     out["best tau"] = np.stack([out[f"merge tau={t:g}"] for t in taus]).min(0)
     ids = [bank.expert_ids[int(e)] for e in experts]
     families = [bank.families[int(e)] or ids[i] for i, e in enumerate(experts)]
-    share = {f: 1.0 / (families.count(f) * len(set(families))) for f in families}
-    weight = np.array([share[f] for f in families])
+    weight = np.array(stage._val_shares(rows))  # each family once, as family_weighted_val
     return {
         "experts": ids,
         "families": families,

@@ -25,6 +25,9 @@ NEIGHBOUR_FREE = ("nearest", "multitask", "oracle")
 """Methods that depend on the zoo but not on how many neighbours are merged (``k``) or how they
 are weighted (``tau``): the nearest expert, and adapters trained on the zoo's tasks or recipe."""
 
+TRAINED = ("multitask", "oracle")
+"""Methods that train an adapter (with the zoo's recipe, in ``--train-dtype`` where given)."""
+
 
 class ScoreCache:
     """``<folder>/<method>/<sha256>.json``: each method's result on a task, keyed by everything
@@ -55,6 +58,8 @@ class ScoreCache:
                 parts.update(k=h.k, tau=h.tau)
         if method.startswith("hypergen"):
             parts["generator_sha256"] = self.generator
+        if method in TRAINED and h.train_dtype is not None:  # the other methods do not train
+            parts["train_dtype"] = h.train_dtype
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def get(self, method: str, key: str) -> dict | None:

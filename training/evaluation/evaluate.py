@@ -102,7 +102,6 @@ from training.evaluation.baselines import (
     AdapterSlot,
     BaselineError,
     ExpertCache,
-    zoo_recipe,
     zoo_records,
 )
 from training.evaluation.cache import SCORING, Progress, ScoreCache, fingerprint
@@ -233,6 +232,7 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
         best_of_n=args.best_of_n,
         oracle_steps=args.oracle_steps,
         multitask_steps=args.multitask_steps,
+        train_dtype=args.train_dtype,
         user_descriptions=load_user_descriptions(args.user_descriptions),
         other_description=other_descriptions(tasks),
         generation=not args.no_generation,
@@ -290,6 +290,8 @@ def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     settings = ("source", "tasks", "eval_examples", "seed", "paraphrases", "best_of_n")
     settings += ("oracle_steps", "multitask_steps", "device", "no_generation", "dtype")
     key = {name: getattr(args, name) for name in settings}
+    if args.train_dtype is not None:  # only when given: the keys of earlier runs still match
+        key["train_dtype"] = args.train_dtype
     key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
     key["scoring"] = SCORING
     key["zoo_experts_sha256"] = hashlib.sha256("\n".join(h.bank.expert_ids).encode()).hexdigest()
@@ -307,7 +309,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     check_held_out(tasks, h.bank, args.tasks)
     key = run_key(args, h, methods)
     progress = Progress(args.out, key, fresh=args.fresh)
-    skip = ("methods", "generator_sha256", "k", "tau", "zoo_experts_sha256")
+    skip = ("methods", "generator_sha256", "k", "tau", "zoo_experts_sha256", "train_dtype")
     common = {k: v for k, v in key.items() if k not in skip}
     common["models"] = {
         k: v for k, v in key["models"].items() if k not in ("generator", "generator_parameters")
@@ -379,7 +381,7 @@ def _names(args: argparse.Namespace, h: Harness) -> dict:
 
 def _recipe(h: Harness) -> dict | None:
     try:
-        return json.loads(json.dumps(zoo_recipe(h.records).record()))
+        return json.loads(json.dumps(h.recipe().record()))
     except BaselineError:
         return None
 

@@ -17,6 +17,7 @@ import numpy as np
 from expert_zoo.scoring import score_examples
 from expert_zoo.store import expert_id_for
 from expert_zoo.tasks import Example, Task
+from expert_zoo.train import ExpertTrainConfig
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
@@ -85,6 +86,9 @@ class Harness:
     best_of_n: int
     oracle_steps: int | None
     multitask_steps: int | None
+    train_dtype: str | None = None
+    """The base model's precision while the multitask and oracle adapters train (None: the
+    zoo recipe's ``base_dtype``)."""
     user_descriptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Held-out task id -> descriptions written as users would type them (scoring only)."""
     other_description: dict[str, str] = field(default_factory=dict)
@@ -95,6 +99,11 @@ class Harness:
     select_examples: int = 5
     _multitask: tuple | None = None
     """The multitask adapter and its training record, trained (or read back) once per run."""
+
+    def recipe(self) -> ExpertTrainConfig:
+        """The zoo's recipe, in :attr:`train_dtype` where one is given (the trained baselines')."""
+        config = zoo_recipe(self.records)
+        return config if self.train_dtype is None else replace(config, base_dtype=self.train_dtype)
 
     def score(self, model, examples: list[Example], greedy: bool = True) -> dict:
         """:func:`score_examples`, and on multiple-choice tasks the greedy answers' scores when
@@ -268,7 +277,7 @@ def run_topk_merge(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
     if h._multitask is None:
-        recipe, n = zoo_recipe(h.records), len(h.records)
+        recipe, n = h.recipe(), len(h.records)
         steps = (
             recipe.steps * n
             if h.multitask_steps is None
@@ -364,7 +373,7 @@ def run_best_of_n(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 
 def run_oracle(h: Harness, task: Task, examples: list[Example]) -> dict:
-    config = zoo_recipe(h.records)
+    config = h.recipe()
     if h.oracle_steps is not None:
         config = replace(config, steps=h.oracle_steps)
     pairs = json.dumps([(e.input, e.output) for e in task.train])

@@ -137,6 +137,12 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "oracle adapters train on a base model in the zoo recipe's precision)",
     )
     add(
+        "--train-dtype",
+        choices=sorted(DTYPES),
+        help="precision of the base model the multitask and oracle adapters train on (default: "
+        "the zoo recipe's base_dtype; pass float32 where bfloat16 is emulated, see `lscpu`)",
+    )
+    add(
         "--fresh",
         action="store_true",
         help="start over: ignore the finished tasks in <out>/progress.jsonl and the method cache",

@@ -185,6 +185,29 @@ def test_rerun_reuses_cached_adapters(full_run, setup, tiny_model_dir, tmp_path)
             assert a["scores"][m] == b["scores"][m]
 
 
+def test_train_dtype_overrides_the_zoo_recipe(full_run, setup, tiny_model_dir, tmp_path):
+    """--train-dtype trains the oracle on a base model in that precision, not the recipe's: the
+    cached float32 adapters are not reused for it, and the run records the recipe it used."""
+    out, first = full_run
+    assert "base_dtype" not in first["config"]["recipe"]  # float32: left out of the record
+    shutil.copytree(out / "cache", tmp_path / "cache")
+    shutil.copytree(out / "method-cache", tmp_path / "method-cache")
+    argv = _argv(
+        setup, tiny_model_dir, tmp_path, "--methods", "base,oracle", "--train-dtype", "bfloat16"
+    )
+    assert evaluate.main(argv) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["config"]["recipe"]["base_dtype"] == "bfloat16"
+    assert again["config"]["train_dtype"] == "bfloat16"
+    assert not any(m["cached"] for m in again["training"]["oracle"].values())
+    keys = [json.loads(f.read_text()) for f in (tmp_path / "cache" / "oracle").glob("*/key.json")]
+    assert len(keys) == len(again["tasks"])
+    assert {k["recipe"]["base_dtype"] for k in keys} == {"bfloat16"}
+    for a, b in zip(first["tasks"], again["tasks"], strict=True):  # base did not train: cached
+        assert b["details"]["base"]["cached"] and a["scores"]["base"] == b["scores"]["base"]
+        assert not b["details"]["oracle"].get("cached")
+
+
 def test_zoo_methods_cached_without_the_generator(full_run, setup, tiny_model_dir):
     """A run of the zoo-side methods alone (the generator not loaded) finds the results of a run
     that loaded it, and top-k merge is the generator's k (3 here, not CVAEConfig's default)."""

@@ -23,7 +23,7 @@ Methods (``--methods``, default all, in this order):
                              exact LoRA of rank k·r; no training
   multitask                  one LoRA trained with the zoo's recipe on the union of the zoo
                              tasks' train data: the zoo's budget (recipe steps × experts),
-                             capped by --multitask-steps
+                             capped by --multitask-steps, without early stopping
   hypergen                   the generator's adapter from the description (the prior's mean),
                              bare inputs
   hypergen+description       that adapter, with the description also prepended to the inputs

@@ -45,7 +45,8 @@ METHOD_NOTES = {
     "in-context": "base model, the description and 3 training examples before each input",
     "nearest": "top-1 zoo expert retrieved by the description embedding",
     "topk-merge": "top-k zoo experts merged in ΔW space, weights softmax(sim / tau), exact rank-k·r LoRA",
-    "multitask": "one LoRA trained with the zoo's recipe on the union of the zoo tasks' train data",
+    "multitask": "one LoRA trained with the zoo's recipe (no early stopping) on the union of the "
+    "zoo tasks' train data",
     "hypergen": "the generator's adapter from the description (prior mean, temperature 0), bare inputs",
     "hypergen+description": "hypergen's adapter, and the description prepended to each input",
     "hypergen-user": "the generator's adapter from a user-written description (examples dealt among them), bare inputs",
@@ -275,19 +276,23 @@ def run_topk_merge(h: Harness, task: Task, examples: list[Example]) -> dict:
     }
 
 
+def multitask_recipe(recipe: ExpertTrainConfig, n: int, cap: int | None) -> ExpertTrainConfig:
+    """The multitask LoRA's recipe: the zoo's, for the zoo's budget (``n`` experts × their
+    steps and seconds, ``steps`` capped by ``cap``), without early stopping. The zoo's
+    validation split would take the union's last examples, all of one task, and stop the run
+    by that task alone (with zoo v2's recipe: after 48 of 480 steps, keeping step 16)."""
+    steps = recipe.steps * n if cap is None else min(recipe.steps * n, cap)
+    seconds = None if recipe.max_seconds is None else recipe.max_seconds * n
+    return replace(recipe, steps=steps, max_seconds=seconds, val_examples=0)
+
+
 def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
     if h._multitask is None:
-        recipe, n = h.recipe(), len(h.records)
-        steps = (
-            recipe.steps * n
-            if h.multitask_steps is None
-            else min(recipe.steps * n, h.multitask_steps)
-        )
-        seconds = None if recipe.max_seconds is None else recipe.max_seconds * n
-        config = replace(recipe, steps=steps, max_seconds=seconds)
+        n = len(h.records)
+        config = multitask_recipe(h.recipe(), n, h.multitask_steps)
         ids = sorted(r["task_id"] for r in h.records)
         extra = {"zoo_task_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
-        logger.info("multitask baseline: %d zoo tasks, %d steps", n, steps)
+        logger.info("multitask baseline: %d zoo tasks, %d steps", n, config.steps)
         h._multitask = h.cache.get(
             "multitask", lambda: union_task(load_zoo_tasks(ids)), config, extra
         )

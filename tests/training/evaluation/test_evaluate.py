@@ -480,3 +480,17 @@ def test_a_new_generator_rescores_only_the_hypergen_methods(
 def test_the_default_methods_leave_out_only_the_optional_ones():
     assert evaluate.parse_methods(None) == [m for m in methods.METHODS if m not in methods.OPTIONAL]
     assert "hypergen-random" in evaluate.parse_methods(None)
+
+
+def test_multitask_recipe_trains_the_budget_without_early_stopping():
+    """The zoo v2 recipe validates on a task's last 32 training examples; on the union of the
+    zoo's tasks those are one task's, so the multitask LoRA trains its budget without them."""
+    zoo = ExpertTrainConfig(steps=64, max_seconds=600, val_examples=32, val_every=16, patience=2)
+    capped = methods.multitask_recipe(zoo, 180, 480)
+    assert (capped.steps, capped.max_seconds, capped.val_examples) == (480, 600 * 180, 0)
+    assert (capped.lr, capped.batch_size, capped.rank) == (zoo.lr, zoo.batch_size, zoo.rank)
+    assert methods.multitask_recipe(zoo, 3, None).steps == 64 * 3
+    assert methods.multitask_recipe(zoo, 3, 1000).steps == 64 * 3
+    assert (
+        methods.multitask_recipe(ExpertTrainConfig(max_seconds=None), 3, None).max_seconds is None
+    )

@@ -133,8 +133,8 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         choices=sorted(DTYPES),
         default="bfloat16",
         help="precision the base model scores in (default: %(default)s, 2.5x faster than "
-        "float32 on CPUs with AVX-512 BF16; the LoRA layers stay float32, and the multitask and "
-        "oracle adapters train on a base model in the zoo recipe's precision)",
+        "float32 on CPUs with AVX-512 BF16, 6x slower where it is emulated; the LoRA layers stay "
+        "float32; the multitask and oracle adapters train in --train-dtype)",
     )
     add(
         "--train-dtype",

@@ -74,10 +74,12 @@ def _cmd_add(zoo: ExpertZoo, args) -> int:
     return 0
 
 
-def source_tasks(source: str, limit: int | None = None):
+def source_tasks(source: str, limit: int | None = None, only: list[str] | None = None):
     """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from PyPI,
     Debian and npm package archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or
-    ``synthetic``."""
+    ``synthetic``; with ``only``, those whose id matches one of its shell-style patterns
+    (``bigbench:arithmetic/*``), in the source's order; ``limit`` counts after that filter."""
+    from fnmatch import fnmatchcase
     from itertools import chain, islice
 
     from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
@@ -85,8 +87,11 @@ def source_tasks(source: str, limit: int | None = None):
     from expert_zoo.tasks.npm import iter_npm_tasks
     from expert_zoo.tasks.packaged import iter_packaged_tasks
 
+    def wanted(task) -> bool:
+        return not only or any(fnmatchcase(task.task_id, pattern) for pattern in only)
+
     if source == "synthetic":
-        return [t for t in synthetic_tasks() if not is_held_out(t.family)][:limit]
+        return [t for t in synthetic_tasks() if not is_held_out(t.family) and wanted(t)][:limit]
     parts = []
     if source in ("packages", "all"):
         parts += [
@@ -96,14 +101,23 @@ def source_tasks(source: str, limit: int | None = None):
         ]
     if source in ("bigbench", "all"):
         parts.append(iter_bigbench_tasks(split="train", order="family"))
-    return islice(chain(*parts), limit)
+    return islice(filter(wanted, chain(*parts)), limit)
 
 
 def _cmd_build(zoo: ExpertZoo, args) -> int:
     from expert_zoo.build import build
 
     i, n = (int(x) for x in args.shard.split("/"))
-    tasks = source_tasks(args.source, args.limit)
+    tasks = source_tasks(args.source, args.limit, args.only)
+    if args.only:
+        tasks = list(tasks)
+        if not tasks:
+            print(
+                f"error: no task of --source {args.source} matches --only {' '.join(args.only)} "
+                "(ids are source:name, e.g. bigbench:arithmetic/3_digit_addition)",
+                file=sys.stderr,
+            )
+            return 2
     base, encoder, config = _trainer_setup(args)
     report = build(
         zoo,
@@ -340,6 +354,15 @@ def parser() -> argparse.ArgumentParser:
         "archives (sentiment, topic, spam, ...); all: packages then bigbench (default bigbench)",
     )
     p.add_argument("--limit", type=int, default=None, help="first N tasks of the source")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="only the tasks whose id matches this shell-style pattern (repeatable): ids are "
+        "source:name, e.g. bigbench:arithmetic/3_digit_addition or afinn:afinn_word_polarity "
+        "(`expert-zoo show` prints an expert's task_id); --only 'bigbench:arithmetic/*' builds "
+        "one family first",
+    )
     p.add_argument("--shard", default="0/1", help="i/n: this worker's share of the tasks")
     p.add_argument(
         "--retrain-flagged",

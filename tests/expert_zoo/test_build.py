@@ -41,6 +41,8 @@ def test_shards_partition_the_tasks():
     assert set().union(*parts) == set(ids) and sum(len(p) for p in parts) == len(ids)
     with pytest.raises(ValueError):
         in_shard("x", (3, 3))
+    # shards nest: shard 1/2's tasks are exactly those of 1/4 and 3/4 (README: rebalancing)
+    assert all(in_shard(t, (1, 2)) == (in_shard(t, (1, 4)) or in_shard(t, (3, 4))) for t in ids)
 
 
 def test_killed_build_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir):
@@ -102,6 +104,18 @@ def test_cli_list_show_search_verify_remove(tmp_path, tiny_model_dir, capsys):
     assert "2 experts" in capsys.readouterr().out
     assert main(["--zoo", zoo, "show", "../etc"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_build_only_trains_the_tasks_its_patterns_match(tmp_path, tiny_model_dir, capsys):
+    zoo = str(tmp_path / "zoo")
+    only = ["--only", "synthetic:c*", "--only", "synthetic:parity"]
+    argv = ["--zoo", zoo, "build", "--source", "synthetic", "--base-model", str(tiny_model_dir)]
+    assert main([*argv, *TRAIN, *only]) == 0
+    assert "added 3" in capsys.readouterr().out
+    got = sorted(r.task_id for r in ExpertZoo(zoo).records())
+    assert got == ["synthetic:copy_first_word", "synthetic:count_letters", "synthetic:parity"]
+    assert main([*argv, *TRAIN, "--only", "synthetic:no_such_task"]) == 2
+    assert "no task of --source synthetic matches" in capsys.readouterr().err
 
 
 def _write_task(path, name: str, n: int = 12):

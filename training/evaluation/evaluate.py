@@ -105,7 +105,13 @@ from training.evaluation.baselines import (
     zoo_records,
 )
 from training.evaluation.cache import SCORING, Progress, ScoreCache, fingerprint
-from training.evaluation.methods import METHOD_NOTES, RUNNERS, Harness, MethodError
+from training.evaluation.methods import (
+    METHOD_NOTES,
+    RUNNERS,
+    Harness,
+    MethodError,
+    trained_with,
+)
 from training.evaluation.options import DTYPES, USER_DESCRIPTIONS, parse_methods
 
 logger = logging.getLogger("hypergen.eval")
@@ -246,8 +252,10 @@ def run_method(h: Harness, method: str, task: Task, examples: list[Example], cac
     if cache is not None and (h.generator is not None or not method.startswith("hypergen")):
         key = cache.key(h, method, task, examples)
         hit = cache.get(method, key)
-        if hit is not None:
+        if hit is not None and trained_with(h, method, hit):
             return {**hit, "cached": True}
+        if hit is not None:
+            logger.info("cached %s on %s: trained with another recipe, again", method, task.task_id)
     start = time.perf_counter()
     try:
         result = RUNNERS[method](h, task, examples)

@@ -286,10 +286,41 @@ def multitask_recipe(recipe: ExpertTrainConfig, n: int, cap: int | None) -> Expe
     return replace(recipe, steps=steps, max_seconds=seconds, val_examples=0)
 
 
+def trained_config(h: Harness, method: str) -> ExpertTrainConfig | None:
+    """The recipe ``method``'s adapter trains with in this run (None: it trains nothing)."""
+    if method == "multitask":
+        return multitask_recipe(h.recipe(), len(h.records), h.multitask_steps)
+    if method == "oracle":
+        config = h.recipe()
+        return config if h.oracle_steps is None else replace(config, steps=h.oracle_steps)
+    return None
+
+
+def trained_with(h: Harness, method: str, result: dict) -> bool:
+    """Whether a stored result of ``method`` came from an adapter trained with this run's recipe
+    (always true for the methods that train nothing). The score cache is keyed by the zoo's
+    expert ids, not by their recipe or by the code that derives the baselines' recipe from it,
+    so a result trained otherwise (e.g. the 16-step multitask runs before
+    :func:`multitask_recipe` dropped early stopping) must not be reused. The training record
+    keeps the recipe with ``eval_examples=1`` (the harness scores the adapter itself); fields it
+    lacks were added later and are read at their defaults."""
+    want = trained_config(h, method)
+    if want is None:
+        return True
+    got = (result.get("training") or {}).get("recipe")
+    if not isinstance(got, dict):
+        return False
+    try:
+        got = ExpertTrainConfig(**{**got, "eval_examples": 1})
+    except (TypeError, ValueError):  # a field this code no longer has
+        return False
+    return got.record() == replace(want, eval_examples=1).record()
+
+
 def run_multitask(h: Harness, task: Task, examples: list[Example]) -> dict:
     if h._multitask is None:
         n = len(h.records)
-        config = multitask_recipe(h.recipe(), n, h.multitask_steps)
+        config = trained_config(h, "multitask")
         ids = sorted(r["task_id"] for r in h.records)
         extra = {"zoo_task_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
         logger.info("multitask baseline: %d zoo tasks, %d steps", n, config.steps)
@@ -378,9 +409,7 @@ def run_best_of_n(h: Harness, task: Task, examples: list[Example]) -> dict:
 
 
 def run_oracle(h: Harness, task: Task, examples: list[Example]) -> dict:
-    config = h.recipe()
-    if h.oracle_steps is not None:
-        config = replace(config, steps=h.oracle_steps)
+    config = trained_config(h, "oracle")
     pairs = json.dumps([(e.input, e.output) for e in task.train])
     extra = {"task_id": task.task_id, "train_sha256": hashlib.sha256(pairs.encode()).hexdigest()}
     name = f"oracle/{expert_id_for(task.task_id)}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -206,6 +206,37 @@ def test_train_dtype_overrides_the_zoo_recipe(full_run, setup, tiny_model_dir, t
     for a, b in zip(first["tasks"], again["tasks"], strict=True):  # base did not train: cached
         assert b["details"]["base"]["cached"] and a["scores"]["base"] == b["scores"]["base"]
         assert not b["details"]["oracle"].get("cached")
+
+
+def test_cached_results_of_another_recipe_train_again(
+    full_run, setup, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The method cache is keyed by the zoo's expert ids, not by the recipe the harness derives
+    from them: a stored multitask result is reused only while the recipe it was trained with is
+    this run's (here the derivation changes, as multitask_recipe's did when it dropped early
+    stopping), and the oracle of the same rerun, whose recipe did not change, is reused."""
+    out, _ = full_run
+    runs = {}
+    for name, lr in (("same", None), ("changed", 3e-3)):
+        shutil.copytree(out / "method-cache", tmp_path / name / "method-cache")
+        if lr is not None:
+            derive = methods.multitask_recipe
+
+            def derive_otherwise(*args, derive=derive, lr=lr):
+                return replace(derive(*args), lr=lr)
+
+            monkeypatch.setattr(methods, "multitask_recipe", derive_otherwise)
+        argv = _argv(setup, tiny_model_dir, tmp_path / name, "--methods", "base,multitask,oracle")
+        assert evaluate.main(argv) == 0
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    same, changed = runs["same"], runs["changed"]
+    assert all(t["details"][m]["cached"] for t in same["tasks"] for m in same["methods"])
+    assert changed["training"]["multitask"]["recipe"]["lr"] == 3e-3
+    for task in changed["tasks"]:
+        assert not task["details"]["multitask"].get("cached")
+        assert task["details"]["oracle"]["cached"] and task["details"]["base"]["cached"]
+    stored = (tmp_path / "changed" / "method-cache" / "multitask").glob("*.json")
+    assert {json.loads(f.read_text())["training"]["recipe"]["lr"] for f in stored} == {3e-3}
 
 
 def test_zoo_methods_cached_without_the_generator(full_run, setup, tiny_model_dir):

@@ -24,6 +24,12 @@ def read_recipe(path: Path, parser: argparse.ArgumentParser) -> dict:
         action = actions.get(dest)
         if action is None:
             parser.error(f"--config {path}: unknown option {key!r}")
+        if isinstance(action, argparse._AppendAction):  # a repeatable option: a list
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list):
+                parser.error(f"--config {path}: {key} must be a list, got {value!r}")
+            values[dest] = value
+            continue
         if action.type is not None and not isinstance(value, bool):
             try:
                 value = action.type(value)

@@ -42,7 +42,7 @@ from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.errors import HypergenError
 from training import e2e, e2e_distributed, options, provenance
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, check_trainable, zoo_tasks
+from training.e2e import EndToEnd, check_trainable, matching, zoo_tasks
 from training.module import GeneratorModule, new_model
 from training.options import _ARCH, sft_config
 
@@ -182,6 +182,7 @@ def train(args: argparse.Namespace) -> int:
             args.seed,
             args.exclude_same_family,
             split_by_family=args.val_split == "family",
+            eligible=matching(args.zoo, bank, args.sft_only) if args.sft_only else None,
         )
         record = _sft_stage(args, bank, sft_data, model, logs)
         new.append({"stage": "end-to-end", **origin, **record})
@@ -238,8 +239,8 @@ early or later)."""
 def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Path) -> dict:
     """Train ``model`` end to end (:mod:`training.e2e`), resuming from ``--state`` when it holds
     this run; ``model`` ends holding the best validated weights. Returns the stage's record."""
-    tasks, recipe = zoo_tasks(args.zoo, bank)
     config = sft_config(args)
+    tasks, recipe = zoo_tasks(args.zoo, bank, config.only)
     config.max_length = recipe.max_length
     state = args.state or logs / "e2e-state"
     start = hashlib.sha256()

@@ -34,6 +34,7 @@ def split_experts(
     val_fraction: float,
     seed: int,
     families: Sequence[str] | None = None,
+    eligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic ``(train, val)`` expert indices, sorted; at least one of each when
     ``val_fraction > 0`` (none for validation when it is 0, or by family when there is one).
@@ -43,28 +44,44 @@ def split_experts(
     experts, so that no validation expert has a sibling among the training ones: that is the
     held-out rule's split (docs/design.md), under which a benchmark task's family is unseen.
     Split by expert, a validation task's siblings (the same dataset in another language or
-    subtask) are trained on, and the validation loss overstates what carries to new families."""
+    subtask) are trained on, and the validation loss overstates what carries to new families.
+
+    With ``eligible`` (a boolean mask: the experts a run trains and validates on, the others
+    being neighbours only), the validation share and the draw count eligible experts alone:
+    only families with an eligible member are drawn, whole (a drawn family's other members go
+    to validation too, so that none of them is retrieved)."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    mask = np.ones(num_experts, bool) if eligible is None else np.asarray(eligible, bool)
+    if mask.shape != (num_experts,) or not mask.any():
+        raise ValueError(f"eligible must mark some of the {num_experts} experts")
+    n_eligible = int(mask.sum())
     n_val = (
-        0 if val_fraction == 0 else min(num_experts - 1, max(1, round(val_fraction * num_experts)))
+        0 if val_fraction == 0 else min(n_eligible - 1, max(1, round(val_fraction * n_eligible)))
     )
     rng = np.random.default_rng(seed)
     if families is None:
-        order = rng.permutation(num_experts)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        pool = np.flatnonzero(mask)
+        order = (
+            pool[rng.permutation(len(pool))]
+            if eligible is not None
+            else rng.permutation(num_experts)
+        )
+        val_idx = np.sort(order[:n_val])
+        return np.setdiff1d(np.arange(num_experts), val_idx), val_idx
     if len(families) != num_experts:
         raise ValueError(f"{len(families)} family names for {num_experts} experts")
     groups: dict[str, list[int]] = {}
     for i, family in enumerate(families):
         groups.setdefault(family or f"\0{i}", []).append(i)
-    names = sorted(groups)
+    names = sorted(n for n, members in groups.items() if mask[members].any())
     val: list[int] = []
     for g in rng.permutation(len(names)):
-        if len(val) >= n_val:
+        taken = int(mask[val].sum()) if val else 0
+        if taken >= n_val:
             break
         members = groups[names[g]]
-        if len(val) + len(members) < num_experts:  # always a family left to train on
+        if taken + int(mask[members].sum()) < n_eligible:  # always a family left to train on
             val.extend(members)
     val_idx = np.sort(np.asarray(val, dtype=np.int64))
     return np.setdiff1d(np.arange(num_experts), val_idx), val_idx
@@ -131,6 +148,8 @@ class GeneratorDataModule(L.LightningDataModule):
         seed: seed of the split and of the shuffling.
         exclude_same_family: a target does not retrieve experts of its own family either.
         split_by_family: validation takes whole families (see :func:`split_experts`).
+        eligible: boolean mask of the experts trained and validated on (see
+            :func:`split_experts`); ``None``: every expert.
         num_workers: DataLoader workers (the items are tiny; 0 is usually best).
     """
 
@@ -144,13 +163,18 @@ class GeneratorDataModule(L.LightningDataModule):
         exclude_same_family: bool = True,
         num_workers: int = 0,
         split_by_family: bool = False,
+        eligible: np.ndarray | None = None,
     ):
         super().__init__()
         self.bank = load_bank(zoo)
         self.k, self.batch_size, self.seed, self.num_workers = k, batch_size, seed, num_workers
         self.exclude_same_family = exclude_same_family
         self.train_experts, self.val_experts = split_experts(
-            len(self.bank), val_fraction, seed, self.bank.families if split_by_family else None
+            len(self.bank),
+            val_fraction,
+            seed,
+            self.bank.families if split_by_family else None,
+            eligible,
         )
         self.idx: np.ndarray | None = None
         self.sims: np.ndarray | None = None

@@ -40,6 +40,7 @@ below 1 at cosine 1).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Sequence
 
@@ -78,17 +79,48 @@ def check_trainable(model: LoraCVAE, trainable: str) -> None:
         )
 
 
-def zoo_tasks(zoo, bank: ExpertBank) -> tuple[list[Task], ExpertTrainConfig]:
-    """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
-    in expert order, and the zoo's training recipe."""
+def task_ids(zoo, bank: ExpertBank) -> list[str]:
+    """The ``task_id`` of each expert of ``bank``, from its record in ``zoo``.
+
+    Raises:
+        ValueError: an expert's record lacks it (a zoo built before task ids were kept).
+    """
     records = {r["expert_id"]: r for r in zoo_records(zoo)}
     missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
     if missing:
         raise ValueError(
             f"the end-to-end stage (--sft-steps) needs each expert's task_id; missing for {missing[:5]}"
         )
-    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
-    return tasks, zoo_recipe(list(records.values()))
+    return [records[e]["task_id"] for e in bank.expert_ids]
+
+
+def matching(zoo, bank: ExpertBank, only: Sequence[str] = ()) -> np.ndarray:
+    """Boolean mask of the experts whose task id matches one of the fnmatch patterns ``only``
+    (every expert when it is empty).
+
+    Raises:
+        ValueError: no task id matches.
+    """
+    ids = task_ids(zoo, bank)
+    mask = np.array([not only or any(fnmatch.fnmatchcase(t, p) for p in only) for t in ids])
+    if not mask.any():
+        raise ValueError(
+            f"no expert's task id matches --sft-only {list(only)} (ids look like {ids[0]!r}; "
+            "see expert-zoo list)"
+        )
+    return mask
+
+
+def zoo_tasks(
+    zoo, bank: ExpertBank, only: Sequence[str] = ()
+) -> tuple[list[Task | None], ExpertTrainConfig]:
+    """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
+    in expert order, and the zoo's training recipe. With ``only`` (:func:`matching`), the tasks
+    of the other experts are not loaded: ``None`` in their place."""
+    ids, wanted = task_ids(zoo, bank), matching(zoo, bank, only)
+    loaded = iter(load_zoo_tasks([t for t, w in zip(ids, wanted, strict=True) if w]))
+    tasks = [next(loaded) if w else None for w in wanted]
+    return tasks, zoo_recipe(list(zoo_records(zoo)))
 
 
 class EndToEnd:
@@ -100,7 +132,8 @@ class EndToEnd:
         bank: the zoo the rows come from.
         base: the base model (frozen; its parameters never get a gradient).
         tasks: per expert of ``bank``, its task (``task.train`` for training, ``task.eval``
-            for validation).
+            for validation), or ``None``: an expert that only serves as a neighbour (the
+            recipe's ``only``), neither trained nor validated on.
         data: the split and leave-one-out neighbours (:class:`GeneratorDataModule` over ``bank``
             with the generator's ``k``).
         config: the recipe.
@@ -118,11 +151,13 @@ class EndToEnd:
         check_trainable(model, config.trainable)
         if len(tasks) != len(bank):
             raise ValueError(f"need one task per expert: {len(tasks)} tasks, {len(bank)} experts")
-        empty = [t.task_id for t in tasks if not t.train or not t.eval]
+        empty = [t.task_id for t in tasks if t is not None and (not t.train or not t.eval)]
         if empty:
             raise ValueError(f"tasks without train or eval examples: {empty[:5]}")
-        if not len(data.train_experts):
-            raise ValueError("no training experts")
+        data.setup()
+        trained = [int(e) for e in data.train_experts.tolist() if tasks[int(e)] is not None]
+        if not trained:
+            raise ValueError("no training experts (with a task to train on)")
         self.model, self.bank, self.base, self.tasks, self.config = model, bank, base, tasks, config
         for p in base.model.parameters():
             p.requires_grad_(False)
@@ -130,12 +165,9 @@ class EndToEnd:
         self.device = next(base.model.parameters()).device
         warn_if_bf16_is_emulated(DTYPES[config.base_dtype], self.device)
         model.to(self.device)
-        data.setup()
         self.data = data
         self.rows = RowDataset(np.arange(len(bank.row_expert)), bank, data.idx, data.sims)
-        self.rows_of = {
-            int(e): np.flatnonzero(bank.row_expert == e) for e in data.train_experts.tolist()
-        }
+        self.rows_of = {e: np.flatnonzero(bank.row_expert == e) for e in trained}
         self.conditions = RowConditions(
             bank, model.layout, model.config.tau, model.config.summary_in_decoder
         )
@@ -151,12 +183,12 @@ class EndToEnd:
         if config.contrast_weight > 0 and (
             config.tasks_per_step % 2
             or config.tasks_per_step < 2 * self.world
-            or len(data.train_experts) < config.tasks_per_step
+            or len(trained) < config.tasks_per_step
         ):
             raise ValueError(
                 "the contrast term pairs a step's tasks: it needs an even number of tasks per "
                 f"step, at least 2 per process and as many training experts ({config.tasks_per_step} "
-                f"tasks, {self.world} processes, {len(data.train_experts)} training experts)"
+                f"tasks, {self.world} processes, {len(trained)} training experts)"
             )
 
     def close(self) -> None:
@@ -320,7 +352,9 @@ class EndToEnd:
 
     def val_rows(self) -> list[int]:
         experts, first = np.unique(self.bank.row_expert, return_index=True)
-        return first[np.isin(experts, self.data.val_experts)].tolist()
+        keep = np.isin(experts, self.data.val_experts)
+        keep &= np.array([self.tasks[int(e)] is not None for e in experts], dtype=bool)
+        return first[keep].tolist()
 
     def _val_examples(self, rows: Sequence[int]) -> tuple[list[Example], list[int]]:
         examples, owner = [], []

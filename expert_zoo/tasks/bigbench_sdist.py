@@ -67,7 +67,8 @@ def ensure_sdist(cache_dir: Path | None = None, download: bool = True) -> Path:
 
     Raises:
         FileNotFoundError: the sdist is not cached and ``download`` is False.
-        RuntimeError: the download failed or gave a file with the wrong sha256.
+        TaskError: the download failed or gave a file with the wrong sha256 (the message says
+            where to put the file by hand).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / SDIST_NAME
@@ -88,7 +89,16 @@ def _download_sdist(cache_dir: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
     try:
         logger.info("downloading the BIG-bench sdist (358 MB) into %s", cache_dir)
-        fetched = fetch_sdist("bigbench", BIGBENCH_VERSION, SDIST_SHA256, tmp)
+        try:
+            fetched = fetch_sdist("bigbench", BIGBENCH_VERSION, SDIST_SHA256, tmp)
+        except RuntimeError as exc:
+            last = str(exc).strip().splitlines()[-1][:300]
+            raise TaskError(
+                f"the BIG-bench tasks need {SDIST_NAME}, and the package index did not give it "
+                f"({last}). Copy the file (sha256 {SDIST_SHA256}) from a machine or pip cache "
+                f"that has it to {target}, or leave the BIG-bench tasks out (expert-zoo build "
+                "--only, hypergen-train --sft-only)"
+            ) from exc
         os.replace(fetched, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

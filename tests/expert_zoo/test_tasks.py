@@ -140,6 +140,9 @@ def _write_fake_sdist(cache_dir: Path, extra: dict[str, bytes] | None = None) ->
     return path
 
 
+_REAL_DOWNLOAD = bigbench_sdist._download_sdist  # before the fixture below replaces it
+
+
 @pytest.fixture(autouse=True)
 def _no_download(monkeypatch):
     def refuse(*args, **kwargs):
@@ -249,6 +252,20 @@ def test_extraction_is_cached_and_the_tar_is_read_once(cache):
     (cache / bigbench_sdist.SDIST_NAME).unlink()
     assert len(list_bigbench_task_ids(cache)) == 3
     assert not [p for p in cache.iterdir() if p.name.startswith(".tasks")]  # no temp left
+
+
+def test_an_index_without_the_sdist_is_one_clear_error_naming_where_to_put_it(
+    tmp_path, monkeypatch
+):
+    def index_lacks_it(project, version, sha256, dest_dir):
+        raise RuntimeError("pip download ... failed:\nERROR: No matching distribution found")
+
+    monkeypatch.setattr(bigbench_sdist, "fetch_sdist", index_lacks_it)
+    target = tmp_path / bigbench_sdist.SDIST_NAME
+    with pytest.raises(TaskError, match="No matching distribution") as raised:
+        _REAL_DOWNLOAD(tmp_path, target)
+    assert str(target) in str(raised.value) and bigbench_sdist.SDIST_SHA256 in str(raised.value)
+    assert list(tmp_path.iterdir()) == []  # no file and no temporary folder left
 
 
 def test_missing_sdist_without_download_raises(tmp_path):

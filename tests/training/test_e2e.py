@@ -23,7 +23,7 @@ from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  #
 from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
-from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
+from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e, zoo_tasks
 from training.e2e_loop import summary
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
@@ -130,6 +130,52 @@ def test_the_contrast_term_asks_the_own_adapter_to_beat_another_tasks(parts):
         _stage(parts, contrast_weight=0.5, tasks_per_step=3)
     assert "contrast_weight" not in E2EConfig().key()  # older states still resume
     assert E2EConfig(contrast_weight=0.5).key(("steps",))["contrast_weight"] == 0.5
+
+
+def test_only_the_matching_experts_train_and_validate_the_rest_are_neighbours(
+    parts,
+    setup,  # noqa: F811
+):
+    bank, _, model, base, data = parts
+    only = ["synthetic:*number*", "synthetic:parity", "synthetic:sentiment"]
+    tasks, _ = zoo_tasks(setup / "zoo", bank, only)
+    kept = {i for i, t in enumerate(tasks) if t is not None}
+    names = {tasks[i].task_id for i in kept}
+    assert names == {
+        "synthetic:add_numbers",
+        "synthetic:larger_number",
+        "synthetic:parity",
+        "synthetic:sentiment",
+    }
+    settings = {"tasks_per_step": 2, "examples_per_task": 1, "max_length": 64, "val_examples": 2}
+    stage = EndToEnd(model, bank, base, tasks, data, E2EConfig(base_dtype="float32", **settings))
+    assert set(stage.rows_of) == kept & set(data.train_experts.tolist())
+    val = {int(bank.row_expert[r]) for r in stage.val_rows()}
+    assert val == kept & set(data.val_experts.tolist())
+    for step in range(6):
+        rows, _, _ = stage.draw(step)
+        assert {int(bank.row_expert[r]) for r in rows} <= kept
+    assert set(data.idx.ravel().tolist()) - kept  # the others still serve as neighbours
+    assert torch.isfinite(stage.step_loss(0)["loss"])
+    with pytest.raises(ValueError, match="no expert's task id matches"):
+        zoo_tasks(setup / "zoo", bank, ["bigbench:*"])
+
+
+def test_a_recipe_gives_a_repeatable_option_as_a_list(tmp_path):
+    from training.options import build_parser, parse_args
+
+    recipe = tmp_path / "r.toml"
+    need = 'zoo = "z"\nout = "o"\n'
+    recipe.write_text(need + 'sft_only = "synthetic:*"\n')
+    assert parse_args(["--config", str(recipe)], build_parser()).sft_only == ["synthetic:*"]
+    recipe.write_text(need + 'sft_only = ["a:*", "b:*"]\n')
+    args = parse_args(["--config", str(recipe), "--sft-only", "c:*"], build_parser())
+    assert args.sft_only == ["a:*", "b:*", "c:*"]
+    assert E2EConfig(only=args.sft_only).key()["only"] == ["a:*", "b:*", "c:*"]
+    assert "only" not in E2EConfig().key()  # an older state without it still resumes
+    recipe.write_text(need + "sft_only = 3\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(recipe)], build_parser())
 
 
 def test_the_draw_is_a_function_of_seed_and_step(parts):

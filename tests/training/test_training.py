@@ -58,6 +58,25 @@ def test_split_is_by_expert_and_deterministic():
         split_experts(24, 1.0, seed=0)
 
 
+def test_split_of_eligible_experts_counts_and_draws_only_them():
+    families = [f"f{i // 2}" for i in range(40)]  # 20 families of 2
+    eligible = np.zeros(40, bool)
+    eligible[[0, 1, 6, 7, 12, 13, 18, 19, 24, 25, 30, 31, 33]] = True  # f16 half eligible
+    for seed in range(5):
+        train, val = split_experts(40, 0.25, seed, families, eligible)
+        assert sorted([*train, *val]) == list(range(40))
+        assert {families[i] for i in val} <= {families[i] for i in np.flatnonzero(eligible)}
+        assert not {families[i] for i in val} & {families[i] for i in train}  # whole families
+        assert round(0.25 * 13) <= eligible[val].sum() < 13  # the share counts eligible ones
+        train, val = split_experts(40, 0.25, seed, None, eligible)
+        assert len(val) == round(0.25 * 13) and eligible[val].all()
+    everyone = split_experts(40, 0.25, 3, families)
+    same = split_experts(40, 0.25, 3, families, np.ones(40, bool))
+    assert all(np.array_equal(a, b) for a, b in zip(everyone, same, strict=True))
+    with pytest.raises(ValueError, match="eligible"):
+        split_experts(40, 0.25, 0, families, np.zeros(40, bool))
+
+
 def test_split_by_family_keeps_siblings_together():
     families = [f"f{i // 3}" for i in range(24)] + ["", ""]  # 8 families of 3, two loners
     train, val = split_experts(26, 0.25, seed=5, families=families)

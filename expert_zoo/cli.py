@@ -137,10 +137,20 @@ def _cmd_build(zoo: ExpertZoo, args) -> int:
 
 
 def _cmd_describe(zoo: ExpertZoo, args) -> int:
+    from fnmatch import fnmatchcase
+
     from expert_zoo.tasks.by_id import can_reload, load_tasks
     from hypergen.encoder import TaskEncoder
 
-    records = [r for r in zoo.records() if can_reload(r.task_id)]
+    only = args.only or []
+    records = [
+        r
+        for r in zoo.records()
+        if can_reload(r.task_id) and (not only or any(fnmatchcase(r.task_id, p) for p in only))
+    ]
+    if only and not records:
+        print(f"error: no expert's task id matches --only {' '.join(only)}", file=sys.stderr)
+        return 2
     skipped = len(zoo) - len(records)
     encoder, changed = TaskEncoder(args.encoder), 0
     for record, task in zip(records, load_tasks([r.task_id for r in records]), strict=True):
@@ -152,7 +162,8 @@ def _cmd_describe(zoo: ExpertZoo, args) -> int:
         print(f"{record.expert_id}: {len(record.descriptions)} -> {len(task.descriptions)}")
     print(
         f"redescribed {changed} of {len(records)} experts from their task sources "
-        f"({skipped} of other sources left as they are); weights unchanged"
+        f"({skipped} {'others' if only else 'of other sources'} left as they are); "
+        "weights unchanged"
     )
     return 0
 
@@ -378,6 +389,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--encoder", default=None, help="sentence-transformers folder (default: all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="only the experts whose task id matches this shell-style pattern (repeatable), e.g. "
+        "'dict-freedict-*'; the others keep their descriptions and need not be re-loaded",
     )
     p = sub.add_parser("remove", help="remove an expert and its index rows")
     p.add_argument("id")

@@ -86,6 +86,153 @@ FREEDICT_DEBS = {  # language code: (Debian version, sha256)
     "swe": ("2022.04.21-1", "55feb9aff9abcc0be412dd11d9d46bc25eec4a80900a7701e57e6ad10331140e"),
     "tur": ("2022.04.21-1", "dd18d6682827301cb7131fda95728dd4c5ec3d73da6dab1f98619310608fbd99"),
 }
+FREEDICT_TO_ENGLISH = {  # language code: (language, Debian version, sha256, licence)
+    "afr": (
+        "Afrikaans",
+        "2022.04.21-1",
+        "131565d2ca3f57d08a7a87d69f3a00b9eaa0857a830a9112b9b5f302330c2cdc",
+        "GPL-2+",
+    ),
+    "ces": (
+        "Czech",
+        "2022.04.21-1",
+        "340208da8e13e75da3eb46b40601509cb7fba37570bdcb993b6de4e7927b71a5",
+        "GPL-2+",
+    ),
+    "cym": (
+        "Welsh",
+        "2022.04.21-1",
+        "393bfa60c002fc5c2b85dc73626547c099c3ad03e41bb2d1e33ffe74d4ca8503",
+        "GPL-2+",
+    ),
+    "dan": (
+        "Danish",
+        "2022.04.21-1",
+        "fc4ba61f675213852cdec454899701afed0f4c7b00f8c66696565a68baa04a80",
+        "GPL-3+",
+    ),
+    "deu": (
+        "German",
+        "2022.04.21-1",
+        "52fa2ba6c73ebe84df0e4a7b8612a94a45e6026a157fc75f5ae36c4a1106e3db",
+        "GPL-3+",
+    ),
+    "ell": (
+        "Greek",
+        "2022.12.07-2",
+        "4a6f9adeb8e085b8a807bf62dd67468dbbbb16ea7299ab41cdddb29e7d404242",
+        "CC-BY-SA-3.0",
+    ),
+    "fin": (
+        "Finnish",
+        "2022.12.07-2",
+        "7abc28d885e36b4e9e5d41c0a7f951fac33cca1d996602fa4a87a0c96934c6bf",
+        "CC-BY-SA-3.0",
+    ),
+    "fra": (
+        "French",
+        "2022.04.21-1",
+        "fb853d1f3da00ddddfe60dc3b88b5aaca122eecf3ba5c219131bea479d6274db",
+        "GPL-2+",
+    ),
+    "hrv": (
+        "Croatian",
+        "2022.04.21-1",
+        "06ba074e4aeaee7b4731b346b0d553f0a8ee989c8271ab60cb40016ab92facab",
+        "GPL-2+",
+    ),
+    "hun": (
+        "Hungarian",
+        "2022.04.21-1",
+        "74a7b6d67e69a9e7544b773ccf5cdbc43b3f89ea59083f2867a3903e1c8e1677",
+        "GPL-2",
+    ),
+    "isl": (
+        "Icelandic",
+        "2022.04.21-1",
+        "1d970fed11bc7637212e2a601e865946bb53d19c87db7098221e1106c367a968",
+        "GPL-3+",
+    ),
+    "ita": (
+        "Italian",
+        "2022.04.21-1",
+        "f0d7a5dd47cefd2e7e8e3be19dc78df6607989324bb1ad8bc61b9a657c3a4774",
+        "GPL-2+",
+    ),
+    "kha": (
+        "Khasi",
+        "2022.04.21-1",
+        "f91cfd1bbef413a8418b4e0363dc0ff0dc467623abad7f8645f4c3b8406ed974",
+        "GPL-2+",
+    ),
+    "kur": (
+        "Kurdish",
+        "2022.04.21-1",
+        "3366d7134e3c43c2e30219e92309d544d86eb6db1716779c467e0da1e89009ab",
+        "GPL-2+",
+    ),
+    "lat": (
+        "Latin",
+        "2022.04.21-1",
+        "bcd9561ea0b94ddafb18e84f4fc8bff843462de2ed69ac31e23b3b45238b7a47",
+        "GPL-2+",
+    ),
+    "lit": (
+        "Lithuanian",
+        "2022.04.21-1",
+        "cba2138942878de4a23866020c5aa8cf32c82afad28f69c782f6c0a86c286bd6",
+        "GPL-2+",
+    ),
+    "nld": (
+        "Dutch",
+        "2022.04.21-1",
+        "827dbf561be0ea04a70a049d8604a82aa2c709e7b744fe1096bd2c8008b0527d",
+        "GPL-2+",
+    ),
+    "pol": (
+        "Polish",
+        "2022.12.07-2",
+        "bb89dccd16967ebe5bdd9ca930cdfc17a6f1527ebae207b99183cbfa8692eeaa",
+        "CC-BY-SA-3.0",
+    ),
+    "por": (
+        "Portuguese",
+        "2022.04.21-1",
+        "6c688a9148bde82a6fbd6b2e3a80c1cec3eb4b3ec2d37901c94dc90bfb008950",
+        "GPL-2+",
+    ),
+    "slv": (
+        "Slovenian",
+        "2022.04.21-1",
+        "e57e3db0d63bb577eed862f242b428556ecee8a382a8686981d48ad7061f9200",
+        "GPL-3+",
+    ),
+    "spa": (
+        "Spanish",
+        "2022.04.21-1",
+        "debf5f88fcdaebe824704664cdbb42b6c14f82ab4adda4e91bc388b16200eefc",
+        "GPL-2+",
+    ),
+    "swe": (
+        "Swedish",
+        "2022.04.21-1",
+        "a117f881e43a5d2afbc082e5bb51041b8795180845ce8b5a991766bce4502aab",
+        "GPL-2+",
+    ),
+    "tur": (
+        "Turkish",
+        "2022.04.21-1",
+        "1c9c1392298e38f1e73957343445b907fd07cce24ba65f0ec5f7071d7754f67f",
+        "GPL-2+",
+    ),
+}
+"""FreeDict X -> English dictionaries (``dict-freedict-XXX-eng``): a word of X -> its first
+English translation, read as the English -> X ones are. A language pair is one family (its
+English -> X name, ``freedict_eng_XXX``) whichever the direction, so that the reverse of a
+held-out dictionary never trains an expert: ``gle``, ``slk`` and ``swh`` are held out that way
+and left out here (``jpn``, ``ara`` and ``epo`` give no one-word one-sense entries; ``srp`` has
+357, under the 400 kept). Licence: the first ``License:`` of the package's copyright file."""
+
 DEBIAN_ARCHIVES = {
     a.package: a
     for a in (
@@ -104,6 +251,10 @@ DEBIAN_ARCHIVES = {
         *(
             DebArchive(f"dict-freedict-eng-{lang}", v, f"dict-freedict-eng-{lang}_{v}_all.deb", h)
             for lang, (v, h) in FREEDICT_DEBS.items()
+        ),
+        *(
+            DebArchive(f"dict-freedict-{lang}-eng", v, f"dict-freedict-{lang}-eng_{v}_all.deb", h)
+            for lang, (_, v, h, _) in FREEDICT_TO_ENGLISH.items()
         ),
     )
 }
@@ -214,12 +365,16 @@ RESPELL = {"hun": str.maketrans("ôûÔÛ", "őűŐŰ")}
 ``ô``/``û`` (``heringfüstölô``), letters Hungarian does not use."""
 
 
-def _freedict(lang: str):
-    """The reader of ``dict-freedict-eng-<lang>``: English word -> first translation, a fixed
-    random sample of at most ``MAX_WORDS``."""
+ENGLISH_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+"""An English answer of an X -> English dictionary: letters, inner hyphens and apostrophes."""
+
+
+def _freedict(lang: str, pair: str | None = None):
+    """The reader of ``dict-freedict-<pair>`` (default ``eng-<lang>``): headword -> first
+    translation, a fixed random sample of at most ``MAX_WORDS``."""
 
     def read(archive: Path) -> list[Example]:
-        stem = f"{DICTD}freedict-eng-{lang}"
+        stem = f"{DICTD}freedict-{pair or 'eng-' + lang}"
         files = deb_files(archive, [stem + ".index", stem + ".dict.dz"])
         index = _dictd_index(files[stem + ".index"].decode("utf-8"))
         data = gzip.decompress(files[stem + ".dict.dz"])  # dictzip is gzip with an extra field
@@ -228,9 +383,14 @@ def _freedict(lang: str):
             if len(places) == 1 and headword.isalpha() and headword.islower():
                 start, size = places[0]
                 entry = data[start : start + size].decode("utf-8")
-                translation = _first_translation(headword, entry, lang in NUMBERS_EVERY_SENSE)
+                key = pair or lang  # the quirks below are the English -> X dictionaries'
+                translation = _first_translation(headword, entry, key in NUMBERS_EVERY_SENSE)
+                if translation and pair and pair.endswith("-eng"):
+                    translation = translation.replace("\u2010", "-")  # U+2010 HYPHEN
+                    if not ENGLISH_WORD.fullmatch(translation):  # "#Englanti", "rumble!"
+                        continue
                 if translation:
-                    out.append(Example(headword, translation.translate(RESPELL.get(lang, {}))))
+                    out.append(Example(headword, translation.translate(RESPELL.get(key, {}))))
         return sample_words(out)
 
     return read
@@ -319,6 +479,17 @@ DEBIAN_SOURCES = (
             licence,
         )
         for lang, (language, licence) in FREEDICT.items()
+    ),
+    *(
+        Source(
+            f"dict-freedict-{lang}-eng",
+            f"freedict_eng_{lang}",
+            f"Translate {'an' if language[0] in 'AEIOU' else 'a'} {language} word into English",
+            _freedict(lang, f"{lang}-eng"),
+            f"FreeDict {lang}-eng (FreeDict contributors): {licence}",
+            name=f"freedict_{lang}_eng",
+        )
+        for lang, (language, _, _, licence) in FREEDICT_TO_ENGLISH.items()
     ),
 )
 

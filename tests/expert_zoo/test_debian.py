@@ -22,6 +22,7 @@ from expert_zoo.tasks.debian import (
     DEBIAN_SOURCES,
     FORTUNE_TOPICS,
     FREEDICT,
+    FREEDICT_TO_ENGLISH,
     debian_source_for,
     ensure_deb,
     iter_debian_tasks,
@@ -195,6 +196,33 @@ def _b64(value: int) -> str:
             return digits
 
 
+def _freedict_to_english(lang: str) -> dict[str, bytes]:
+    """A fake ``dict-freedict-<lang>-eng``: a word of ``lang`` -> English."""
+    entries = [("00databaseinfo", "00-database-info\nX-English FreeDict Dictionary\n")]
+    entries += [(f"x{c}", f"x{c}\nword{c}\n") for c in "abcdefghijklmnop"]
+    entries += [
+        ("kirsebær", "kirsebær /ˈkʰiɐ̯səˌb̥æɐ̯ˀ/\ncherry\u2010tree\n"),  # U+2010: a plain hyphen
+        ("fugl", "fugl\nbird, fowl\n"),
+        ("mikro", "mikro\nmicro#Englanti\n"),  # a wiki link left in: dropped
+        ("hej", "hej\nhello!\n"),  # not a plain word: dropped
+        ("stor", "stor\n1. big\n2. tall\n"),  # numbered senses: dropped
+    ]
+    return _dictd_files(f"freedict-{lang}-eng", entries)
+
+
+def _dictd_files(name: str, entries: list[tuple[str, str]]) -> dict[str, bytes]:
+    data, index = b"", []
+    for headword, text in entries:
+        raw = text.encode("utf-8")
+        index.append(f"{headword}\t{_b64(len(data))}\t{_b64(len(raw))}")
+        data += raw
+    stem = f"{debian.DICTD}{name}"
+    return {
+        stem + ".index": ("\n".join(sorted(index)) + "\n").encode("utf-8"),
+        stem + ".dict.dz": gzip.compress(data),
+    }
+
+
 def _freedict(lang: str) -> dict[str, bytes]:
     entries = [("00databaseinfo", "00-database-info\nEnglish-X FreeDict Dictionary\n")]
     entries += [(f"w{c}", f"w{c} /w/\nt{c}{lang}, other\n") for c in "abcdefghijklmnop"]
@@ -214,16 +242,7 @@ def _freedict(lang: str) -> dict[str, bytes]:
         ("ace", "ace /ˈeɪs/\n1. as, birli\n2. zerre\n"),  # two senses: dropped everywhere
         ("spice", "spice /spaɪs/\nfûszer\n"),  # eng-hun's Latin-1 û for ű
     ]
-    data, index = b"", []
-    for headword, text in entries:
-        raw = text.encode("utf-8")
-        index.append(f"{headword}\t{_b64(len(data))}\t{_b64(len(raw))}")
-        data += raw
-    stem = f"{debian.DICTD}freedict-eng-{lang}"
-    return {
-        stem + ".index": ("\n".join(sorted(index)) + "\n").encode("utf-8"),
-        stem + ".dict.dz": gzip.compress(data),
-    }
+    return _dictd_files(f"freedict-eng-{lang}", entries)
 
 
 def _copyright(package: str) -> dict[str, bytes]:
@@ -236,6 +255,7 @@ def cache(tmp_path):
         "wordnet-base": _wordnet_files(),
         "fortunes": _fortunes(),
         **{f"dict-freedict-eng-{lang}": _freedict(lang) for lang in FREEDICT},
+        **{f"dict-freedict-{lang}-eng": _freedict_to_english(lang) for lang in FREEDICT_TO_ENGLISH},
     }
     for package, contents in files.items():
         _deb(tmp_path / DEBIAN_ARCHIVES[package].filename, contents | _copyright(package))
@@ -306,6 +326,21 @@ def test_freedict_tur_numbers_a_lone_sense_and_hun_gets_its_letters_back(cache):
     assert _pairs(cache, "dict-freedict-eng-hun:freedict_eng_hun") == expected("hun") | {
         "spice": "fűszer"
     }
+
+
+def test_freedict_to_english_keeps_plain_english_answers_in_the_pairs_family(cache):
+    expected = {f"x{c}": f"word{c}" for c in "abcdefghijklmnop"}
+    for lang in ("dan", "tur", "hun"):  # eng-tur's and eng-hun's quirks are not theirs
+        task_id = f"dict-freedict-{lang}-eng:freedict_{lang}_eng"
+        assert _pairs(cache, task_id) == expected | {"kirsebær": "cherry-tree", "fugl": "bird"}
+        source = debian_source_for(task_id)
+        assert source.family == f"freedict_eng_{lang}"  # one family per pair, both directions
+        assert source.description == f"Translate a {FREEDICT_TO_ENGLISH[lang][0]} word into English"
+    assert debian_source_for("dict-freedict-ita-eng:freedict_ita_eng").description == (
+        "Translate an Italian word into English"
+    )
+    # a pair whose family is held out has no X -> English task in the zoo's sources
+    assert not any(is_held_out(f"freedict_eng_{lang}") for lang in FREEDICT_TO_ENGLISH)
 
 
 def test_wordnet_hypernyms_name_the_one_word_parent_of_a_one_sense_noun(cache):
@@ -424,7 +459,9 @@ def test_the_deb_reader(cache, tmp_path):
 
 
 def test_every_zoo_task_has_eight_user_descriptions_and_held_out_ones_none(cache):
-    table = json.loads((DESCRIPTIONS_DIR / "debian.json").read_text(encoding="utf-8"))
+    table = {}
+    for path in sorted(DESCRIPTIONS_DIR.glob("debian*.json")):
+        table |= json.loads(path.read_text(encoding="utf-8"))
     zoo = {s.task_id for s in DEBIAN_SOURCES if not is_held_out(s.family)}
     assert set(table) == zoo
     for task_id, texts in table.items():

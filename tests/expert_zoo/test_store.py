@@ -328,6 +328,45 @@ def test_stray_files_are_reported_by_the_cli_and_deleted_by_repair(filled, capsy
     assert cli.main(["--zoo", str(filled.root), "verify"]) == 0
 
 
+def test_describe_only_redescribes_the_matching_experts_without_loading_the_rest(
+    filled, layout, monkeypatch, capsys
+):
+    """``describe --only``: the matching expert gets its source's descriptions; the others (here
+    ids no source can re-load, as BIG-bench ids are without the sdist) are left untouched."""
+    from expert_zoo import cli
+    from expert_zoo.tasks.synthetic import synthetic_tasks
+    from hypergen import encoder as encoder_module
+
+    class Encoder:
+        def __init__(self, folder=None):
+            pass
+
+        def encode(self, texts, truncate=False):
+            return unit_rows(len(texts), seed=len(texts))
+
+    monkeypatch.setattr(encoder_module, "TaskEncoder", Encoder)
+    task = synthetic_tasks()[0]
+    record, adapter, emb = make_expert(layout, 9, n_desc=1, task_id=task.task_id)
+    filled.add(dataclasses.replace(record, expert_id=expert_id_for(task.task_id)), adapter, emb)
+    before = {r.expert_id: r.descriptions for r in filled.records()}
+    root = str(filled.root)
+
+    assert cli.main(["--zoo", root, "describe"]) != 0  # without --only every id is re-loaded
+    assert "unknown synthetic task 'synthetic:fam0/task0'" in capsys.readouterr().err
+    assert cli.main(["--zoo", root, "describe", "--only", "synthetic:nothing*"]) == 2
+    assert "no expert's task id matches" in capsys.readouterr().err
+
+    assert cli.main(["--zoo", root, "describe", "--only", task.task_id]) == 0
+    assert "redescribed 1 of 1" in capsys.readouterr().out
+    zoo = ExpertZoo(filled.root)
+    after = {r.expert_id: r.descriptions for r in zoo.records()}
+    assert after[expert_id_for(task.task_id)] == list(task.descriptions) != ["description 9.0"]
+    assert {k: v for k, v in after.items() if k != expert_id_for(task.task_id)} == {
+        k: v for k, v in before.items() if k != expert_id_for(task.task_id)
+    }
+    assert zoo.verify() == []
+
+
 def test_stats_by_source_counts_each_source(filled, capsys):
     from expert_zoo import cli
 

@@ -74,12 +74,19 @@ def _cmd_add(zoo: ExpertZoo, args) -> int:
     return 0
 
 
+def matches(task_id: str, only: list[str] | None) -> bool:
+    """Whether ``task_id`` matches one of the shell-style patterns ``only`` (any id when there
+    are none), as ``build --only`` and ``describe --only`` select tasks."""
+    from fnmatch import fnmatchcase
+
+    return not only or any(fnmatchcase(task_id, pattern) for pattern in only)
+
+
 def source_tasks(source: str, limit: int | None = None, only: list[str] | None = None):
     """The zoo's (not held-out) tasks of ``source``: ``packages`` (everyday tasks from PyPI,
     Debian and npm package archives), ``bigbench``, ``all`` (packages first, then BIG-bench) or
     ``synthetic``; with ``only``, those whose id matches one of its shell-style patterns
     (``bigbench:arithmetic/*``), in the source's order; ``limit`` counts after that filter."""
-    from fnmatch import fnmatchcase
     from itertools import chain, islice
 
     from expert_zoo.tasks import is_held_out, iter_bigbench_tasks, synthetic_tasks
@@ -88,7 +95,7 @@ def source_tasks(source: str, limit: int | None = None, only: list[str] | None =
     from expert_zoo.tasks.packaged import iter_packaged_tasks
 
     def wanted(task) -> bool:
-        return not only or any(fnmatchcase(task.task_id, pattern) for pattern in only)
+        return matches(task.task_id, only)
 
     if source == "synthetic":
         return [t for t in synthetic_tasks() if not is_held_out(t.family) and wanted(t)][:limit]
@@ -137,17 +144,11 @@ def _cmd_build(zoo: ExpertZoo, args) -> int:
 
 
 def _cmd_describe(zoo: ExpertZoo, args) -> int:
-    from fnmatch import fnmatchcase
-
     from expert_zoo.tasks.by_id import can_reload, load_tasks
     from hypergen.encoder import TaskEncoder
 
     only = args.only or []
-    records = [
-        r
-        for r in zoo.records()
-        if can_reload(r.task_id) and (not only or any(fnmatchcase(r.task_id, p) for p in only))
-    ]
+    records = [r for r in zoo.records() if can_reload(r.task_id) and matches(r.task_id, only)]
     if only and not records:
         print(f"error: no expert's task id matches --only {' '.join(only)}", file=sys.stderr)
         return 2

@@ -369,28 +369,31 @@ ENGLISH_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
 """An English answer of an X -> English dictionary: letters, inner hyphens and apostrophes."""
 
 
-def _freedict(lang: str, pair: str | None = None):
-    """The reader of ``dict-freedict-<pair>`` (default ``eng-<lang>``): headword -> first
-    translation, a fixed random sample of at most ``MAX_WORDS``."""
+def _freedict(lang: str, to_english: bool = False):
+    """The reader of ``dict-freedict-eng-<lang>`` (``dict-freedict-<lang>-eng`` with
+    ``to_english``): headword -> first translation, a fixed random sample of at most
+    ``MAX_WORDS``."""
+    stem = f"{DICTD}freedict-{f'{lang}-eng' if to_english else f'eng-{lang}'}"
+    quirks = not to_english  # NUMBERS_EVERY_SENSE and RESPELL are the English -> X ones'
 
     def read(archive: Path) -> list[Example]:
-        stem = f"{DICTD}freedict-{pair or 'eng-' + lang}"
         files = deb_files(archive, [stem + ".index", stem + ".dict.dz"])
         index = _dictd_index(files[stem + ".index"].decode("utf-8"))
         data = gzip.decompress(files[stem + ".dict.dz"])  # dictzip is gzip with an extra field
+        respell = RESPELL.get(lang, {}) if quirks else {}
         out = []
         for headword, places in index.items():
             if len(places) == 1 and headword.isalpha() and headword.islower():
                 start, size = places[0]
                 entry = data[start : start + size].decode("utf-8")
-                key = pair or lang  # the quirks below are the English -> X dictionaries'
-                translation = _first_translation(headword, entry, key in NUMBERS_EVERY_SENSE)
-                if translation and pair and pair.endswith("-eng"):
+                numbered = quirks and lang in NUMBERS_EVERY_SENSE
+                translation = _first_translation(headword, entry, numbered)
+                if translation and to_english:
                     translation = translation.replace("\u2010", "-")  # U+2010 HYPHEN
                     if not ENGLISH_WORD.fullmatch(translation):  # "#Englanti", "rumble!"
                         continue
                 if translation:
-                    out.append(Example(headword, translation.translate(RESPELL.get(key, {}))))
+                    out.append(Example(headword, translation.translate(respell)))
         return sample_words(out)
 
     return read
@@ -485,7 +488,7 @@ DEBIAN_SOURCES = (
             f"dict-freedict-{lang}-eng",
             f"freedict_eng_{lang}",
             f"Translate {'an' if language[0] in 'AEIOU' else 'a'} {language} word into English",
-            _freedict(lang, f"{lang}-eng"),
+            _freedict(lang, to_english=True),
             f"FreeDict {lang}-eng (FreeDict contributors): {licence}",
             name=f"freedict_{lang}_eng",
         )

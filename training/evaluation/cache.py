@@ -58,6 +58,8 @@ class ScoreCache:
                 parts.update(k=h.k, tau=h.tau)
         if method.startswith("hypergen"):
             parts["generator_sha256"] = self.generator
+        if method.startswith("router"):
+            parts["router_sha256"] = h.router_sha256
         if method in TRAINED and h.train_dtype is not None:  # the other methods do not train
             parts["train_dtype"] = h.train_dtype
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

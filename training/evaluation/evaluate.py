@@ -21,6 +21,10 @@ Methods (``--methods``, default all, in this order):
   topk-merge                 the top-k zoo experts (the generator's k) merged in ΔW space with
                              weights softmax(similarity / tau) (the generator's tau), as one
                              exact LoRA of rank k·r; no training
+  router                     the top-k experts mixed with a learned router's weights
+                             (--router DIR, hypergen/router.py), as one exact LoRA of rank
+                             k·r (run only when named in --methods)
+  router-other               control: the router given another held-out task's description
   multitask                  one LoRA trained with the zoo's recipe on the union of the zoo
                              tasks' train data: the zoo's budget (recipe steps × experts),
                              capped by --multitask-steps, without early stopping
@@ -97,6 +101,7 @@ from hypergen.cvae_config import CheckpointError, read_config
 from hypergen.encoder import TaskEncoder
 from hypergen.errors import HypergenError
 from hypergen.generator import DEFAULT_GENERATOR, DEFAULT_ZOO, HyperGen
+from hypergen.router import NeighbourRouter
 from training.evaluation import options, report
 from training.evaluation.baselines import (
     AdapterSlot,
@@ -242,6 +247,12 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
         user_descriptions=load_user_descriptions(args.user_descriptions),
         other_description=other_descriptions(tasks),
         generation=not args.no_generation,
+        router=None
+        if getattr(args, "router", None) is None
+        else NeighbourRouter.from_pretrained(args.router),
+        router_sha256=None
+        if getattr(args, "router", None) is None
+        else fingerprint(Path(args.router)),
     )
 
 
@@ -303,6 +314,8 @@ def run_key(args: argparse.Namespace, h: Harness, methods: list[str]) -> dict:
     key.update(methods=methods, k=h.k, tau=h.tau, models=_names(args, h))
     key["scoring"] = SCORING
     key["zoo_experts_sha256"] = hashlib.sha256("\n".join(h.bank.expert_ids).encode()).hexdigest()
+    if h.router_sha256 is not None:
+        key["router_sha256"] = h.router_sha256
     if h.generator is not None:
         key["generator_sha256"] = fingerprint(Path(args.generator or DEFAULT_GENERATOR))
     return json.loads(json.dumps(key, default=str))
@@ -317,7 +330,8 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     check_held_out(tasks, h.bank, args.tasks)
     key = run_key(args, h, methods)
     progress = Progress(args.out, key, fresh=args.fresh)
-    skip = ("methods", "generator_sha256", "k", "tau", "zoo_experts_sha256", "train_dtype")
+    skip = ("methods", "generator_sha256", "router_sha256", "k", "tau", "zoo_experts_sha256")
+    skip += ("train_dtype",)
     common = {k: v for k, v in key.items() if k not in skip}
     common["models"] = {
         k: v for k, v in key["models"].items() if k not in ("generator", "generator_parameters")

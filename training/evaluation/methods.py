@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from expert_zoo.scoring import score_examples
 from expert_zoo.store import expert_id_for
@@ -23,6 +24,7 @@ from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.generator import HyperGen
 from hypergen.prompting import told_the_task
+from hypergen.router import NeighbourRouter
 from training.evaluation import report
 from training.evaluation.baselines import (
     AdapterSlot,
@@ -45,6 +47,9 @@ METHOD_NOTES = {
     "in-context": "base model, the description and 3 training examples before each input",
     "nearest": "top-1 zoo expert retrieved by the description embedding",
     "topk-merge": "top-k zoo experts merged in ΔW space, weights softmax(sim / tau), exact rank-k·r LoRA",
+    "router": "the retrieved experts mixed with a learned router's weights (--router; "
+    "hypergen/router.py), exact rank-k·r LoRA",
+    "router-other": "control: the router given another held-out task's description",
     "multitask": "one LoRA trained with the zoo's recipe (no early stopping) on the union of the "
     "zoo tasks' train data",
     "hypergen": "the generator's adapter from the description (prior mean, temperature 0), bare inputs",
@@ -57,7 +62,7 @@ METHOD_NOTES = {
     "oracle": "expert trained with the zoo's recipe on the task's own train split (upper bound)",
 }
 METHODS = tuple(METHOD_NOTES)
-OPTIONAL = ("base+user-description", "hypergen-user+description")
+OPTIONAL = ("base+user-description", "hypergen-user+description", "router", "router-other")
 """Run only when asked for (--methods): the benchmark's
 like-for-like comparisons are covered without them (hypergen-user against base, hypergen+description
 against base+description)."""
@@ -98,6 +103,9 @@ class Harness:
     """Also score the greedy answers on multiple-choice tasks (:func:`generation_scores`)."""
     shots: int = 3
     select_examples: int = 5
+    router: NeighbourRouter | None = None
+    """The learned router of the ``router`` method (``--router``)."""
+    router_sha256: str | None = None
     _multitask: tuple | None = None
     """The multitask adapter and its training record, trained (or read back) once per run."""
 
@@ -276,6 +284,33 @@ def run_topk_merge(h: Harness, task: Task, examples: list[Example]) -> dict:
     }
 
 
+def run_router(h: Harness, task: Task, examples: list[Example], text: str | None = None) -> dict:
+    """The top-k neighbours of the description (or ``text``) mixed with the router's weights."""
+    if h.router is None:
+        raise BaselineError("the router methods need a router (pass --router DIR)")
+    r = h.router
+    query = h.encoder.encode([task.description if text is None else text], truncate=True)
+    idx, sims = h.bank.search(query, r.k)
+    gains = {x["expert_id"]: float((x.get("metrics") or {}).get("gain", 0.0)) for x in h.records}
+    ids = [h.bank.expert_ids[int(i)] for i in idx[0]]
+    with torch.no_grad():
+        w = r(
+            torch.from_numpy(np.asarray(query, dtype=np.float32)),
+            h.bank.expert_embeddings[torch.as_tensor(idx[0]).long()][None],
+            torch.from_numpy(np.asarray(sims, dtype=np.float32)),
+            torch.tensor([[gains.get(e, 0.0) for e in ids]]),
+        )[0]
+    adapter = merge_topk([expert_adapter(h.bank, int(i)) for i in idx[0]], w.tolist())
+    result = h.score(h.slot.use(adapter), examples)
+    return {**result, "experts": ids, "similarities": sims[0].tolist(), "weights": w.tolist()}
+
+
+def run_router_other(h: Harness, task: Task, examples: list[Example]) -> dict:
+    if task.task_id not in h.other_description:
+        raise BaselineError(f"no other held-out task's description for {task.task_id}")
+    return run_router(h, task, examples, h.other_description[task.task_id])
+
+
 def multitask_recipe(recipe: ExpertTrainConfig, n: int, cap: int | None) -> ExpertTrainConfig:
     """The multitask LoRA's recipe: the zoo's, for the zoo's budget (``n`` experts × their
     steps and seconds, ``steps`` capped by ``cap``), without early stopping. The zoo's
@@ -424,6 +459,8 @@ RUNNERS: dict[str, Callable[[Harness, Task, list[Example]], dict]] = {
     "in-context": run_in_context,
     "nearest": run_nearest,
     "topk-merge": run_topk_merge,
+    "router": run_router,
+    "router-other": run_router_other,
     "multitask": run_multitask,
     "hypergen": run_hypergen,
     "hypergen+description": run_hypergen_description,

@@ -50,6 +50,9 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         help="results folder (default: %(default)s)",
     )
     add("--generator", type=Path, help="generator checkpoint folder (default: the shipped one)")
+    add(
+        "--router", type=Path, help="router folder of the router method (python -m training.router)"
+    )
     add("--zoo", type=Path, help="zoo folder or export file (default: the shipped zoo)")
     add("--base-model", help="transformers folder or .gguf file (default: SmolLM2-135M-Instruct)")
     add("--encoder", help="sentence-transformers folder (default: all-MiniLM-L6-v2)")
@@ -159,3 +162,10 @@ def check(args: argparse.Namespace) -> None:
             raise SystemExit(f"hypergen-eval: --{name.replace('_', '-')} must be >= 1, got {value}")
     if args.paraphrases < 0 or (args.tau is not None and args.tau <= 0):
         raise SystemExit("hypergen-eval: --paraphrases must be >= 0 and --tau > 0")
+    asked = parse_methods(args.methods)
+    if any(m.startswith("router") for m in asked) and args.router is None:
+        raise SystemExit(
+            "hypergen-eval: the router methods need --router DIR (python -m training.router)"
+        )
+    if args.router is not None and not args.router.is_dir():
+        raise SystemExit(f"hypergen-eval: --router {args.router} is not a folder")

@@ -19,6 +19,7 @@ from expert_zoo.train import ExpertTrainConfig
 from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.layout import LoraLayout, delta_weights
+from hypergen.router import NeighbourRouter
 from tests.conftest import byte_tokenizer, random_adapter, tiny_llama
 from training.evaluation import evaluate, methods, report
 from training.evaluation.baselines import AdapterSlot, merge_topk, similarity_weights
@@ -109,7 +110,9 @@ def _argv(setup, tiny_model_dir, out, *extra) -> list[str]:
 def full_run(setup, tiny_model_dir):
     out = setup / "results"
     every = ",".join(methods.METHODS)  # the optional methods too
-    assert evaluate.main(_argv(setup, tiny_model_dir, out, "--methods", every)) == 0
+    NeighbourRouter(384, k=3).save_pretrained(setup / "router")  # a fresh one: the top-k merge
+    argv = _argv(setup, tiny_model_dir, out, "--methods", every, "--router", str(setup / "router"))
+    assert evaluate.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
 

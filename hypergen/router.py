@@ -41,6 +41,11 @@ class RouterError(ValueError):
     """A router folder that cannot be read as one."""
 
 
+def record_gain(record: dict) -> float:
+    """An expert record's measured gain over the base model on its own task (0 if unknown)."""
+    return float((record.get("metrics") or {}).get("gain", 0.0))
+
+
 class NeighbourRouter(nn.Module):
     """Scores ``k`` retrieved neighbours per description (see the module docstring).
 

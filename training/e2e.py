@@ -425,6 +425,17 @@ class EndToEnd:
         }
 
     @torch.no_grad()
+    def val_losses(self, weights: Weights, rows: Sequence[int]) -> dict:
+        """``val_loss`` of the validation ``rows``' adapters ``weights`` on their own tasks and
+        ``val_loss_other``: each task scored with the next row's adapter (with several rows)."""
+        examples, owner = self._val_examples(rows)
+        out = {"val_loss": self._val_loss(weights, examples, owner)}
+        if len(rows) > 1:
+            shifted = [(o + 1) % len(rows) for o in owner]
+            out["val_loss_other"] = self._val_loss(weights, examples, shifted, owner)
+        return out
+
+    @torch.no_grad()
     def validate(self) -> dict:
         """``val_loss`` (generated), ``val_loss_other`` (each task with the adapter generated
         from the next validation task's description), ``norm_ratio``, ``cos_merge`` and, with
@@ -433,13 +444,9 @@ class EndToEnd:
         if not rows:
             return {}
         self.model.eval()
-        examples, owner = self._val_examples(rows)
         cond = self.batch(rows)
         weights, _ = self.adapters(cond)
-        out = {"val_loss": self._val_loss(weights, examples, owner)}
-        if len(rows) > 1:
-            shifted = [(o + 1) % len(rows) for o in owner]
-            out["val_loss_other"] = self._val_loss(weights, examples, shifted, owner)
+        out = self.val_losses(weights, rows)
         out.update(geometry(weights, self.merges(cond), self.model.layout.modules))
         if self.config.kl_weight > 0:
             torch.manual_seed(self.config.seed)

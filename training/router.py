@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from hypergen._fs import atomic_dir
 from hypergen.base_model import load_base_model
 from hypergen.layout import Weights
-from hypergen.router import NeighbourRouter
+from hypergen.router import NeighbourRouter, record_gain
 from training.data import GeneratorDataModule, load_bank
 from training.e2e import EndToEnd, matching, zoo_tasks
 from training.e2e_config import E2EConfig
@@ -50,11 +50,9 @@ STATE_FORMAT = 1
 
 
 def expert_gains(zoo, bank) -> torch.Tensor:
-    """``(E,)`` each expert's measured gain over the base model on its own task (0 if unknown)."""
+    """``(E,)`` each expert's :func:`~hypergen.router.record_gain`, in ``bank``'s order."""
     records = {r["expert_id"]: r for r in zoo_records(zoo)}
-    return torch.tensor(
-        [float((records.get(e, {}).get("metrics") or {}).get("gain", 0.0)) for e in bank.expert_ids]
-    )
+    return torch.tensor([record_gain(records.get(e, {})) for e in bank.expert_ids])
 
 
 def mixed_adapters(weights: Weights, modules, idx: torch.Tensor, w: torch.Tensor) -> Weights:
@@ -109,13 +107,8 @@ class RouterStage:
         if not rows:
             return {}
         self.router.eval()
-        examples, owner = s._val_examples(rows)
         w = self.mixture(rows)
-        weights = self.adapters(rows, w)
-        out = {"val_loss": s._val_loss(weights, examples, owner)}
-        if len(rows) > 1:
-            shifted = [(o + 1) % len(rows) for o in owner]
-            out["val_loss_other"] = s._val_loss(weights, examples, shifted, owner)
+        out = s.val_losses(self.adapters(rows, w), rows)
         scale = float(self.router.gamma.exp())
         tv = 0.5 * (w / scale - self.merge_weights(rows)).abs().sum(-1)
         out.update(

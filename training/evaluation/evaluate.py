@@ -247,12 +247,8 @@ def build_harness(args: argparse.Namespace, methods: list[str], tasks: list[Task
         user_descriptions=load_user_descriptions(args.user_descriptions),
         other_description=other_descriptions(tasks),
         generation=not args.no_generation,
-        router=None
-        if getattr(args, "router", None) is None
-        else NeighbourRouter.from_pretrained(args.router),
-        router_sha256=None
-        if getattr(args, "router", None) is None
-        else fingerprint(Path(args.router)),
+        router=None if args.router is None else NeighbourRouter.from_pretrained(args.router),
+        router_sha256=None if args.router is None else fingerprint(args.router),
     )
 
 
@@ -330,8 +326,15 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> dict:
     check_held_out(tasks, h.bank, args.tasks)
     key = run_key(args, h, methods)
     progress = Progress(args.out, key, fresh=args.fresh)
-    skip = ("methods", "generator_sha256", "router_sha256", "k", "tau", "zoo_experts_sha256")
-    skip += ("train_dtype",)
+    skip = (
+        "methods",
+        "generator_sha256",
+        "router_sha256",
+        "k",
+        "tau",
+        "zoo_experts_sha256",
+        "train_dtype",
+    )
     common = {k: v for k, v in key.items() if k not in skip}
     common["models"] = {
         k: v for k, v in key["models"].items() if k not in ("generator", "generator_parameters")

@@ -24,7 +24,7 @@ from hypergen.base_model import BaseModel
 from hypergen.encoder import TaskEncoder
 from hypergen.generator import HyperGen
 from hypergen.prompting import told_the_task
-from hypergen.router import NeighbourRouter
+from hypergen.router import NeighbourRouter, record_gain
 from training.evaluation import report
 from training.evaluation.baselines import (
     AdapterSlot,
@@ -291,14 +291,14 @@ def run_router(h: Harness, task: Task, examples: list[Example], text: str | None
     r = h.router
     query = h.encoder.encode([task.description if text is None else text], truncate=True)
     idx, sims = h.bank.search(query, r.k)
-    gains = {x["expert_id"]: float((x.get("metrics") or {}).get("gain", 0.0)) for x in h.records}
+    records = {x["expert_id"]: x for x in h.records}
     ids = [h.bank.expert_ids[int(i)] for i in idx[0]]
     with torch.no_grad():
         w = r(
             torch.from_numpy(np.asarray(query, dtype=np.float32)),
             h.bank.expert_embeddings[torch.as_tensor(idx[0]).long()][None],
             torch.from_numpy(np.asarray(sims, dtype=np.float32)),
-            torch.tensor([[gains.get(e, 0.0) for e in ids]]),
+            torch.tensor([[record_gain(records.get(e, {})) for e in ids]]),
         )[0]
     adapter = merge_topk([expert_adapter(h.bank, int(i)) for i in idx[0]], w.tolist())
     result = h.score(h.slot.use(adapter), examples)

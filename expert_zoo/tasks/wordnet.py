@@ -1,8 +1,9 @@
 """WordNet 3.0 tasks, read from the ``wordnet-base`` Debian package by our own parser of its
 ``index.*``, ``data.*`` and ``*.exc`` files (wndb(5WN), morphy(7WN); no NLTK).
 
-One dataset, one family (``wordnet``), four tasks: adjective -> antonym, noun -> hypernym,
-word -> part of speech, definition -> word. The sources themselves are declared with the other
+One dataset, one family (``wordnet``), nine tasks: adjective -> antonym, noun -> hypernym,
+word -> part of speech, definition -> word, word -> synonym, noun -> its kind (animal, food...),
+part -> whole, irregular verb form -> base form, verb -> derived noun. The sources themselves are declared with the other
 Debian ones in :mod:`expert_zoo.tasks.debian`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,8 @@ class Synset:
     """``(symbol, offset, pos, source/target)``: ``@`` hypernym, ``!`` antonym, ..."""
     gloss: str
     """The definition, then any example sentences in quotes (``expel air; "Exhale when..."``)."""
+    lexfile: int = -1
+    """Its lexicographer file's number (lexnames(5WN)): 5 ``noun.animal``, 13 ``noun.food``..."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def _wordnet_synsets(text: str) -> dict[str, Synset]:
         at = 4 + 2 * n_words
         n_pointers = int(fields[at])
         pointers = (tuple(fields[at + 1 + 4 * k : at + 5 + 4 * k]) for k in range(n_pointers))
-        synsets[fields[0]] = Synset(tuple(words), tuple(pointers), gloss.strip())
+        synsets[fields[0]] = Synset(tuple(words), tuple(pointers), gloss.strip(), int(fields[1]))
     return synsets
 
 
@@ -220,3 +224,121 @@ def wordnet_definitions(archive: Path) -> list[Example]:
         if definition and word[:5] not in definition.lower() and len(definition) <= MAX_INPUT_CHARS:
             words_of[definition].add(word)
     return sample_words([Example(d, next(iter(w))) for d, w in words_of.items() if len(w) == 1])
+
+
+def _one_sense_words(
+    wordnet: WordNet, pos: str, first_sense: bool = False
+) -> Iterator[tuple[str, Synset]]:
+    """Everyday ``pos`` words (:func:`_everyday_words`) with one sense, and that sense; with
+    ``first_sense``, every everyday ``pos`` word and its most frequent sense."""
+    for word, part in _everyday_words(wordnet).items():
+        senses = wordnet.index[part][word].senses
+        if part == pos and (first_sense or len(senses) == 1):
+            yield word, wordnet.synsets[pos][senses[0]]
+
+
+def _lexical_targets(synsets: dict[str, Synset], synset: Synset, word: str, symbol: str, pos: str):
+    """The words that ``word``'s lexical ``symbol`` pointers of ``synset`` reach in ``pos``
+    (``synsets``: that part of speech's synsets)."""
+    for sym, target, target_pos, source_target in synset.pointers:
+        source, other = int(source_target[:2], 16), int(source_target[2:], 16)
+        if sym == symbol and target_pos == pos and source and other and target in synsets:
+            if synset.words[source - 1] == word:
+                yield synsets[target].words[other - 1]
+
+
+def wordnet_synonyms(archive: Path) -> list[Example]:
+    """Word -> its one synonym, for everyday words with one sense whose synset holds exactly
+    one other plain word (``sofa`` -> ``couch``): the answer is unambiguous."""
+    wordnet, out = _wordnet(archive), []
+    for pos in WORDNET_POS:
+        for word, synset in _one_sense_words(wordnet, pos):
+            others = [w for w in synset.words if w.lower() != word]
+            if len(others) == 1 and WORD.fullmatch(others[0]):
+                out.append(Example(word, others[0]))
+    return sample_words(out)
+
+
+NOUN_CATEGORIES = {
+    5: "animal",
+    20: "plant",
+    13: "food",
+    8: "body part",
+    18: "person",
+    15: "place",
+    6: "man-made object",
+    27: "substance",
+}
+"""Lexicographer files of nouns (lexnames(5WN): ``noun.animal`` 5, ``noun.artifact`` 6, ``noun.body``
+8, ``noun.food`` 13, ``noun.location`` 15, ``noun.person`` 18, ``noun.plant`` 20,
+``noun.substance`` 27) -> the category as a user would say it."""
+
+
+def wordnet_noun_categories(archive: Path) -> list[Example]:
+    """Noun -> which of :data:`NOUN_CATEGORIES` it names (multiple choice), for everyday nouns
+    with one sense filed under one of them (``tadpole``: animal, ``granite``: substance).
+    Balanced: a fixed random sample of at most ``MAX_WORDS // 8`` nouns per category."""
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for word, synset in _one_sense_words(_wordnet(archive), "noun"):
+        if synset.lexfile in NOUN_CATEGORIES:
+            by_kind[NOUN_CATEGORIES[synset.lexfile]].append(word)
+    options, out = tuple(NOUN_CATEGORIES.values()), []
+    for kind in options:
+        words = sorted(by_kind[kind])
+        chosen = random.Random(f"0:{kind}").sample(words, min(len(words), MAX_WORDS // 8))
+        out += [Example(word, kind, options) for word in chosen]
+    return out
+
+
+def wordnet_part_of(archive: Path) -> list[Example]:
+    """Noun -> the whole it is a part of, the first word of the one part holonym (``#p``)
+    synset of its most frequent sense (``eyelid`` -> ``eye``), for everyday nouns; a whole of
+    several words (``human_body``) is dropped."""
+    wordnet = _wordnet(archive)
+    nouns, out = wordnet.synsets["noun"], []
+    for word, synset in _one_sense_words(wordnet, "noun", first_sense=True):
+        wholes = [offset for symbol, offset, *_ in synset.pointers if symbol == "#p"]
+        whole = nouns[wholes[0]].words[0] if len(wholes) == 1 else ""
+        if WORD.fullmatch(whole) and whole != word and len(word) > 2:  # not "hr" -> "day"
+            out.append(Example(word, whole))
+    return sample_words(out)
+
+
+def wordnet_irregular_verbs(archive: Path) -> list[Example]:
+    """Irregular verb form -> its base form, from ``verb.exc`` (``went`` -> ``go``), for forms
+    with one base that is an everyday verb (seen in SemCor); forms that are also a base form
+    of their own (``found``: ``find`` and ``found``) are dropped."""
+    exceptions = deb_file(archive, WORDNET + "verb.exc").decode("utf-8")
+    verbs = _wordnet_index(deb_file(archive, WORDNET + "index.verb").decode("utf-8"))
+    out = []
+    for form, *bases in map(str.split, exceptions.splitlines()):
+        if len(bases) != 1 or form in verbs or not WORD.fullmatch(form):
+            continue
+        base = bases[0]
+        if base != form and WORD.fullmatch(base) and base in verbs and verbs[base].tagged:
+            out.append(Example(form, base))
+    return sample_words(out)
+
+
+AGENT_SUFFIXES = ("er", "or", "ist")
+"""Endings of agent nouns (``roamer``, ``actor``, ``typist``), not asked for (``-ant`` and
+``-ent`` would also take ``arrangement``)."""
+
+
+def wordnet_verb_nouns(archive: Path) -> list[Example]:
+    """Verb -> the noun derived from it: the one derivationally related (``+``) noun of its
+    most frequent sense that is longer than the verb and not an agent noun (``decide`` ->
+    ``decision``, ``arrive`` -> ``arrival``; ``run`` -> ``run`` and ``roam`` -> ``roamer`` are
+    not asked), for everyday verbs."""
+    wordnet = _wordnet(archive)
+    nouns, out = wordnet.synsets["noun"], []
+    for word, synset in _one_sense_words(wordnet, "verb", first_sense=True):
+        derived = set(_lexical_targets(nouns, synset, word, "+", "n"))
+        derived = {
+            d
+            for d in derived
+            if WORD.fullmatch(d) and len(d) > len(word) and not d.endswith(AGENT_SUFFIXES)
+        }
+        if len(derived) == 1:
+            out.append(Example(word, derived.pop()))
+    return sample_words(out)

@@ -84,23 +84,27 @@ WORDNET_DATA = {
 00001200 05 n 01 tadpole 0 001 @ 00001100 n 0000 | a larval frog or toad  
 00001300 04 n 02 crime 0 offence 0 000 | an illegal act  
 00001400 04 n 01 misdemeanor 0 001 @ 00001300 n 0000 | a crime less serious than a felony  
-00001500 06 n 01 motorcar 0 001 @ 00001600 n 0000 | a motor vehicle with four wheels  
+00001500 06 n 01 motorcar 0 002 @ 00001600 n 0000 #p 00001600 n 0000 | a motor vehicle with four wheels  
 00001600 06 n 01 motor_vehicle 0 000 | a self-propelled wheeled vehicle  
-00001700 23 n 01 furlong 0 001 @ 00001800 n 0000 | a unit of length equal to 220 yards  
+00001700 23 n 01 furlong 0 002 @ 00001800 n 0000 #p 00003000 n 0000 | a unit of length equal to 220 yards  
 00001800 23 n 02 linear_unit 0 length_unit 0 000 | a unit of measurement of length  
 00001900 28 n 01 Tuesday 0 001 @ 00002000 n 0000 | the third day of the week  
-00002000 28 n 01 weekday 0 000 | any day except Sunday  
+00002000 28 n 01 weekday 0 001 #p 00002800 n 0000 | any day except Sunday  
 00002100 04 n 01 offensive 0 001 @ 00001300 n 0000 | the action of attacking an enemy  
 00002200 04 n 01 cleaning 0 001 @ 00001300 n 0000 | the act of making something clean  
 00002300 17 n 01 bank 0 001 @ 00001000 n 0000 | sloping land beside a river  
 00002400 14 n 01 bank 0 000 | a financial institution  
 00002500 23 n 01 excosecant 0 001 @ 00001000 n 0000 | a trigonometric function  
 00002600 18 n 01 bore 0 000 | a person who evokes boredom  
+00002700 04 n 01 indictment 0 000 | a formal accusation  
+00002800 28 n 01 week 0 000 | seven days  
+00002900 18 n 01 cleaner 0 000 | a person who cleans  
+00003000 23 n 01 mile 0 000 | a unit of length  
 """,
     "verb": """\
-00100000 32 v 01 indict 0 000 01 + 08 00 | accuse formally of a crime; "The suspect was indicted"  
+00100000 32 v 01 indict 0 001 + 00002700 n 0101 01 + 08 00 | accuse formally of a crime; "The suspect was indicted"  
 00100100 35 v 01 engrave 0 000 | carve, cut, or etch into a material or surface  
-00100200 35 v 01 clean 0 000 | make clean by removing dirt  
+00100200 35 v 01 clean 0 002 + 00002200 n 0101 + 00002900 n 0101 | make clean by removing dirt  
 00100300 29 v 01 bear 0 000 | bring forth  
 """,
     "adv": """\
@@ -390,9 +394,52 @@ def test_wordnet_definitions_give_the_one_word_they_define(cache):
     }
 
 
+def test_wordnet_synonyms_are_the_one_other_word_of_a_one_sense_synset(cache):
+    # not: linear_unit / length_unit (not one plain word), bank (two senses), motorcar (alone)
+    assert _pairs(cache, "wordnet-base:wordnet_synonyms") == {
+        "crime": "offence",
+        "offence": "crime",
+        "abaxial": "dorsal",
+        "dorsal": "abaxial",
+        "adaxial": "ventral",
+        "ventral": "adaxial",
+    }
+
+
+def test_wordnet_noun_categories_come_from_the_lexicographer_file(cache):
+    # not: animal (noun.Tops), crime (noun.act), furlong (noun.quantity), bore (the past of bear)
+    words = _examples(cache, "wordnet-base:wordnet_noun_category")
+    assert {w: e.output for w, e in words.items()} == {
+        "larva": "animal",
+        "tadpole": "animal",
+        "motorcar": "man-made object",
+    }
+    assert all(e.options == tuple(wordnet.NOUN_CATEGORIES.values()) for e in words.values())
+
+
+def test_wordnet_part_of_names_the_one_word_whole(cache):
+    # motorcar's whole is motor_vehicle: two words, dropped
+    assert _pairs(cache, "wordnet-base:wordnet_part_of") == {"weekday": "week", "furlong": "mile"}
+
+
+def test_wordnet_irregular_verbs_map_a_form_to_its_everyday_base(cache):
+    assert _pairs(cache, "wordnet-base:wordnet_irregular_verbs") == {
+        "bore": "bear",
+        "borne": "bear",
+    }
+
+
+def test_wordnet_verb_to_noun_skips_agent_nouns(cache):
+    # clean -> cleaner is an agent noun: only cleaning is asked
+    assert _pairs(cache, "wordnet-base:wordnet_verb_to_noun") == {
+        "indict": "indictment",
+        "clean": "cleaning",
+    }
+
+
 def test_the_wordnet_tasks_are_one_family_and_the_antonyms_keep_their_id():
     wordnet = [s for s in DEBIAN_SOURCES if s.package == "wordnet-base"]
-    assert {s.family for s in wordnet} == {"wordnet"} and len(wordnet) == 4
+    assert {s.family for s in wordnet} == {"wordnet"} and len(wordnet) == 9
     assert [s.task_id for s in wordnet if s.name is None] == ["wordnet-base:wordnet"]
 
 
@@ -411,7 +458,12 @@ def test_splits_follow_the_held_out_rule_and_ids_reload(cache, monkeypatch):
         "wordnet-base:wordnet",  # the antonyms, as before the family had more tasks
         "wordnet-base:wordnet_definitions",
         "wordnet-base:wordnet_hypernyms",
+        "wordnet-base:wordnet_irregular_verbs",
+        "wordnet-base:wordnet_noun_category",
+        "wordnet-base:wordnet_part_of",
         "wordnet-base:wordnet_part_of_speech",
+        "wordnet-base:wordnet_synonyms",
+        "wordnet-base:wordnet_verb_to_noun",
     ]
     with pytest.raises(ValueError, match="split must be one of"):
         next(iter_debian_tasks("test", cache_dir=cache, download=False))

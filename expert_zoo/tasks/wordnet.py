@@ -161,16 +161,27 @@ def _everyday_words(wordnet: WordNet) -> dict[str, str]:
     return everyday
 
 
+def _lexical_pairs(
+    synsets: dict[str, Synset], synset: Synset, symbol: str, pos: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """``(word, target word)`` of ``synset``'s lexical ``symbol`` pointers (a source/target
+    ``0000`` is a semantic pointer: skipped) into ``synsets``, only those into part of speech
+    ``pos`` when it is given (``n``, ``v``, ``a``, ``r``)."""
+    for sym, target, target_pos, source_target in synset.pointers:
+        source, other = int(source_target[:2], 16), int(source_target[2:], 16)
+        if sym == symbol and (pos is None or target_pos == pos) and source and other:
+            if target in synsets:
+                yield synset.words[source - 1], synsets[target].words[other - 1]
+
+
 def wordnet_antonyms(archive: Path) -> list[Example]:
     """Adjective -> antonym from ``data.adj``'s lexical ``!`` pointers, for words with exactly
     one antonym over all their senses (``cloudy`` -> ``clear``; ``active`` has six: dropped)."""
     synsets = _wordnet_synsets(deb_file(archive, WORDNET + "data.adj").decode("utf-8"))
     antonyms: dict[str, set[str]] = defaultdict(set)
     for synset in synsets.values():
-        for symbol, target, _pos, source_target in synset.pointers:
-            source, other = int(source_target[:2], 16), int(source_target[2:], 16)
-            if symbol == "!" and source and other and target in synsets:
-                antonyms[synset.words[source - 1]].add(synsets[target].words[other - 1])
+        for word, opposite in _lexical_pairs(synsets, synset, "!"):
+            antonyms[word].add(opposite)
     return [
         Example(word, next(iter(opposite)))
         for word, opposite in antonyms.items()
@@ -235,16 +246,6 @@ def _one_sense_words(
         senses = wordnet.index[part][word].senses
         if part == pos and (first_sense or len(senses) == 1):
             yield word, wordnet.synsets[pos][senses[0]]
-
-
-def _lexical_targets(synsets: dict[str, Synset], synset: Synset, word: str, symbol: str, pos: str):
-    """The words that ``word``'s lexical ``symbol`` pointers of ``synset`` reach in ``pos``
-    (``synsets``: that part of speech's synsets)."""
-    for sym, target, target_pos, source_target in synset.pointers:
-        source, other = int(source_target[:2], 16), int(source_target[2:], 16)
-        if sym == symbol and target_pos == pos and source and other and target in synsets:
-            if synset.words[source - 1] == word:
-                yield synsets[target].words[other - 1]
 
 
 def wordnet_synonyms(archive: Path) -> list[Example]:
@@ -333,11 +334,13 @@ def wordnet_verb_nouns(archive: Path) -> list[Example]:
     wordnet = _wordnet(archive)
     nouns, out = wordnet.synsets["noun"], []
     for word, synset in _one_sense_words(wordnet, "verb", first_sense=True):
-        derived = set(_lexical_targets(nouns, synset, word, "+", "n"))
         derived = {
             d
-            for d in derived
-            if WORD.fullmatch(d) and len(d) > len(word) and not d.endswith(AGENT_SUFFIXES)
+            for source, d in _lexical_pairs(nouns, synset, "+", "n")
+            if source == word
+            and WORD.fullmatch(d)
+            and len(d) > len(word)
+            and not d.endswith(AGENT_SUFFIXES)
         }
         if len(derived) == 1:
             out.append(Example(word, derived.pop()))

@@ -270,6 +270,20 @@ def test_the_merge_is_canonical_and_survives_degenerate_neighbours():
     assert torch.isfinite(zero_a).all() and not zero_a.any() and not zero_b.any()
 
 
+def test_the_merge_reads_neighbours_by_index_as_from_gathered_factors():
+    """merge_pairs(a, b, w, idx) over a bank of experts is merge_pairs(a[idx], b[idx], w), with
+    repeated neighbours and rows that share experts."""
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(6, 3, 4, 24, generator=gen) * 0.1  # (E, L, r, in)
+    b = torch.randn(6, 3, 20, 4, generator=gen) * 0.1  # (E, L, out, r)
+    idx = torch.tensor([[0, 3, 5, 1], [2, 2, 4, 0], [5, 4, 3, 2]])
+    w = torch.softmax(torch.randn(3, 4, generator=gen), dim=-1)
+    want_a, want_b = merge_pairs(a[idx], b[idx], w)
+    got_a, got_b = merge_pairs(a, b, w, idx)
+    torch.testing.assert_close(got_a, want_a, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got_b, want_b, atol=1e-6, rtol=1e-5)
+
+
 def test_the_merge_falls_back_to_eigenpairs_where_cholesky_fails(monkeypatch):
     """Where float32 rounding leaves G_A indefinite (seen on a synthetic 10,000-expert zoo),
     the layers whose Cholesky fails get P = V√Λ instead, with the same result."""

@@ -209,6 +209,8 @@ def run(cfg: BenchConfig, argv: list[str]) -> dict:
     zoo = Path(cfg.zoo) if cfg.zoo else DEFAULT_ZOO
     gen = HyperGen.from_pretrained(generator, zoo, cfg.encoder, cfg.base_model)
     figures = result["figures"] = {}
+    if cfg.workdir:  # --workdir names a folder that may not exist yet
+        Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hypergen-bench-", dir=cfg.workdir))
     try:
         steps = [

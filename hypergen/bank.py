@@ -119,6 +119,12 @@ class ExpertBank:
             self._weights = {k: v.float() for k, v in self._source.all().items()}
         return self._weights
 
+    @property
+    def resident(self) -> Weights | None:
+        """:attr:`weights` if they are in memory (a zoo folder, or an export file once read
+        whole), else ``None``: then only :meth:`gather` reads experts."""
+        return self._weights
+
     def gather(self, experts: torch.Tensor) -> Weights:
         """float32 weights of ``experts`` (int64 indices of any shape ``s``): ``{"m.A": (*s, L, r,
         in), "m.B": (*s, L, out, r)}``; only these experts are read."""

@@ -208,8 +208,10 @@ def condition_inputs(
     """
     query = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
     idx, sims = (torch.from_numpy(t) for t in bank.search(query, k, exclude))
-    experts, local = torch.unique(idx, return_inverse=True)  # read only the neighbours' weights
-    weights, emb = bank.gather(experts), bank.expert_embeddings[experts]
+    weights, emb, local = bank.resident, bank.expert_embeddings, idx  # merged in place
+    if weights is None:  # weights on disk: read only the neighbours'
+        experts, local = torch.unique(idx, return_inverse=True)
+        weights, emb = bank.gather(experts), emb[experts]
     query_t = torch.from_numpy(query)
     out = neighbour_inputs(bank.layout, weights, emb, query_t, local, sims, tau, summary=summary)
     out["neighbours"] = idx

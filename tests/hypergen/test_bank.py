@@ -114,6 +114,22 @@ def test_export_bank_reads_only_the_experts_asked_for(bank_file):
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(6))
 
 
+def test_condition_inputs_are_the_same_from_memory_and_from_disk(bank_file):
+    """A bank with its weights in memory merges the neighbours in place (``resident``); one
+    that reads them from its export file gathers them first: the same condition inputs."""
+    from hypergen.conditioning import condition_inputs
+
+    lazy, eager = ExpertBank.from_export(bank_file), ExpertBank(read_zoo_export(bank_file))
+    assert lazy.resident is None and eager.resident is eager.weights
+    queries = unit_rows(3, seed=11)
+    got = condition_inputs(lazy, queries, k=3, exclude=[{0}, set(), {2, 5}])
+    want = condition_inputs(eager, queries, k=3, exclude=[{0}, set(), {2, 5}])
+    assert lazy.resident is None  # still only the neighbours were read
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key])
+
+
 def test_export_bank_refuses_nan_weights_of_the_experts_it_reads(bank_file, tmp_path):
     poisoned = tmp_path / "poisoned.safetensors"
     poisoned.write_bytes(bank_file.read_bytes())

@@ -106,16 +106,13 @@ def merge_pairs(
 def _stacked(a: Tensor, b: Tensor, idx: Tensor | None) -> tuple[Tensor, Tensor]:
     """The unweighted stacks ``(n, L, K, in)`` and ``(n, L, out, K)`` (float32, neighbour-major:
     ``K = k·r``, index ``j·r + i``), each written in one copy (see :func:`merge_pairs`)."""
+    (n, k), (layers, r, inp) = (a.shape[:2] if idx is None else idx.shape), a.shape[-3:]
+    a_s = torch.empty((n, layers, k, r, inp), dtype=torch.float32, device=a.device)
+    b_s = torch.empty((n, layers, b.shape[-2], k, r), dtype=torch.float32, device=b.device)
     if idx is None:
-        n, k, layers, r, inp = a.shape
-        a_s = torch.empty((n, layers, k, r, inp), dtype=torch.float32, device=a.device)
-        b_s = torch.empty((n, layers, b.shape[-2], k, r), dtype=torch.float32, device=b.device)
         a_s.copy_(a.transpose(1, 2))
         b_s.copy_(b.permute(0, 2, 3, 1, 4))
     else:  # one slice per neighbour: fewer passes than a[idx] and a transposing copy
-        (n, k), (_, layers, r, inp) = idx.shape, a.shape
-        a_s = torch.empty((n, layers, k, r, inp), dtype=torch.float32, device=a.device)
-        b_s = torch.empty((n, layers, b.shape[-2], k, r), dtype=torch.float32, device=b.device)
         for i, row in enumerate(idx.tolist()):
             for j, e in enumerate(row):
                 a_s[i, :, j].copy_(a[e])

@@ -205,7 +205,7 @@ def condition_inputs(
     """
     query = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
     idx, sims = (torch.from_numpy(t) for t in bank.search(query, k, exclude))
-    weights, emb, local = bank.resident, bank.expert_embeddings, idx  # merged in place
+    weights, emb, local = bank.resident, bank.expert_embeddings, idx  # read where they lie
     if weights is None:  # weights on disk: read only the neighbours'
         experts, local = torch.unique(idx, return_inverse=True)
         weights, emb = bank.gather(experts), emb[experts]

@@ -186,6 +186,17 @@ def neighbour_inputs(
     return out
 
 
+def _neighbour_weights(bank, idx: Tensor) -> tuple[Weights, Tensor, Tensor | None]:
+    """``(weights, local, experts)`` for merging the neighbours ``idx`` of ``bank``: a bank
+    holding its weights in memory gives them all, read where they lie (``local`` is ``idx``,
+    ``experts`` ``None``); one reading from disk gives only the neighbours' (``experts``, the
+    distinct ones), with ``local`` indexing into them."""
+    if bank.resident is not None:
+        return bank.resident, idx, None
+    experts, local = torch.unique(idx, return_inverse=True)
+    return bank.gather(experts), local, experts
+
+
 def condition_inputs(
     bank,
     query_emb: np.ndarray,
@@ -205,10 +216,8 @@ def condition_inputs(
     """
     query = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
     idx, sims = (torch.from_numpy(t) for t in bank.search(query, k, exclude))
-    weights, emb, local = bank.resident, bank.expert_embeddings, idx  # read where they lie
-    if weights is None:  # weights on disk: read only the neighbours'
-        experts, local = torch.unique(idx, return_inverse=True)
-        weights, emb = bank.gather(experts), emb[experts]
+    weights, local, experts = _neighbour_weights(bank, idx)
+    emb = bank.expert_embeddings if experts is None else bank.expert_embeddings[experts]
     query_t = torch.from_numpy(query)
     out = neighbour_inputs(bank.layout, weights, emb, query_t, local, sims, tau, summary=summary)
     out["neighbours"] = idx
@@ -229,8 +238,7 @@ def mixture_inputs(
     """
     idx, sims = cond["neighbours"], cond["sims"].float()
     n, k = idx.shape
-    experts, local = torch.unique(idx, return_inverse=True)
-    weights = bank.gather(experts)
+    weights, local, _ = _neighbour_weights(bank, idx)
     g = torch.randn((n, samples, k), generator=generator)
     w = torch.softmax((sims / tau)[:, None] + noise * g, dim=-1).reshape(n * samples, k)
     local = local.repeat_interleave(samples, 0)

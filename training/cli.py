@@ -42,7 +42,14 @@ from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.errors import HypergenError
 from training import e2e, e2e_distributed, options, provenance
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, check_trainable, matching, zoo_tasks
+from training.e2e import (
+    EndToEnd,
+    ExtraTasks,
+    check_trainable,
+    extra_tasks,
+    matching,
+    zoo_tasks,
+)
 from training.module import GeneratorModule, new_model
 from training.options import _ARCH, sft_config
 
@@ -242,6 +249,17 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
     config = sft_config(args)
     tasks, recipe = zoo_tasks(args.zoo, bank, config.only)
     config.max_length = recipe.max_length
+    extra = None
+    if config.extra:
+        extra = ExtraTasks.build(extra_tasks(args.zoo, bank, config.extra), bank, data)
+        logger.info(
+            "%d extra training tasks without an expert (%d descriptions); %d left out, their "
+            "family is a validation family: %s",
+            len(extra.tasks),
+            len(extra.row_task),
+            len(extra.dropped),
+            extra.dropped,
+        )
     state = args.state or logs / "e2e-state"
     start = hashlib.sha256()
     for name, value in sorted(model.state_dict().items()):
@@ -256,6 +274,8 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
         "exclude_same_family": args.exclude_same_family,
         "base_model": args.base_model or "default",
     }
+    if extra is not None:  # the catalogue may grow under a pattern: the tasks themselves count
+        settings["extra_tasks"] = [t.task_id for t in extra.tasks]
     begun = time.perf_counter()
     if args.sft_processes > 1:
         job = e2e_distributed.Job(
@@ -279,12 +299,14 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
         base = load_base_model(args.base_model)
         if args.accelerator not in ("auto", "cpu") and torch.cuda.is_available():
             base.model.to("cuda")
-        stage = EndToEnd(model, bank, base, tasks, data, config)
+        stage = EndToEnd(model, bank, base, tasks, data, config, extra)
         try:
             record = e2e.train_e2e(stage, state, settings, progress=not args.quiet)
         finally:
             stage.close()
     model.cpu()
+    if extra is not None:
+        record = {**record, "extra_tasks": settings["extra_tasks"], "extra_dropped": extra.dropped}
     return {
         **record,
         "recipe": vars(config),

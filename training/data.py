@@ -115,12 +115,31 @@ def retrieve(bank: ExpertBank, k: int, excluded: list[set[int]]) -> tuple[np.nda
 
 class RowDataset(Dataset):
     """Description rows as dicts of ``row``, ``expert``, ``embedding (d,)``, ``neighbours (k,)``,
-    ``sims (k,)``."""
+    ``sims (k,)``.
 
-    def __init__(self, rows: np.ndarray, bank: ExpertBank, idx: np.ndarray, sims: np.ndarray):
+    The rows are ``bank``'s description rows, or with ``row_expert`` and ``embeddings`` a table
+    that extends them (rows of tasks without an expert, numbered after the bank's experts; see
+    :class:`training.e2e.ExtraTasks`)."""
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        bank: ExpertBank,
+        idx: np.ndarray,
+        sims: np.ndarray,
+        row_expert: np.ndarray | None = None,
+        embeddings: np.ndarray | None = None,
+    ):
         self.rows = torch.as_tensor(rows, dtype=torch.int64)
-        self.expert = torch.as_tensor(bank.row_expert, dtype=torch.int64)
-        self.embeddings = torch.as_tensor(bank.embeddings)
+        row_expert = bank.row_expert if row_expert is None else row_expert
+        embeddings = bank.embeddings if embeddings is None else embeddings
+        if not len(row_expert) == len(embeddings) == len(idx) == len(sims):
+            raise ValueError(
+                f"one expert, embedding and neighbour list per row: {len(row_expert)}, "
+                f"{len(embeddings)}, {len(idx)}, {len(sims)}"
+            )
+        self.expert = torch.as_tensor(row_expert, dtype=torch.int64)
+        self.embeddings = torch.as_tensor(embeddings)
         self.idx, self.sims = torch.as_tensor(idx), torch.as_tensor(sims)
 
     def __len__(self) -> int:

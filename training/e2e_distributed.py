@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, matching, train_e2e, zoo_tasks
+from training.e2e import EndToEnd, ExtraTasks, extra_tasks, matching, train_e2e, zoo_tasks
 from training.e2e_config import E2EConfig
 
 
@@ -75,8 +75,13 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
             eligible=matching(job.zoo, bank, config.only) if config.only else None,
         )
         tasks, _ = zoo_tasks(job.zoo, bank, config.only)
+        extra = (
+            ExtraTasks.build(extra_tasks(job.zoo, bank, config.extra), bank, data)
+            if config.extra
+            else None
+        )
         base = load_base_model(job.base_model)
-        stage = EndToEnd(model.train(), bank, base, tasks, data, config)
+        stage = EndToEnd(model.train(), bank, base, tasks, data, config, extra)
         try:
             train_e2e(stage, Path(job.state), job.settings, progress=job.progress)
         finally:

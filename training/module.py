@@ -67,8 +67,13 @@ class RowConditions:
     small batched QR/SVD calls cost more than the rest of a training step on a CPU.
     """
 
-    def __init__(self, bank: ExpertBank, layout, tau: float, summary: bool = False):
+    def __init__(
+        self, bank: ExpertBank, layout, tau: float, summary: bool = False, rows: int | None = None
+    ):
         self.bank, self.layout, self.tau, self.summary = bank, layout, tau, summary
+        self.num_rows = len(bank.row_expert) if rows is None else rows
+        """Rows the merge cache holds (``bank``'s description rows, or more with rows of tasks
+        without an expert)."""
         self.device: torch.device | None = None
         self.weights: dict[str, Tensor] = {}
         self.embeddings = torch.empty(0)
@@ -82,7 +87,7 @@ class RowConditions:
         self.weights = {k: v.to(device) for k, v in self.bank.weights.items()}
         self.embeddings = expert_embeddings(self.bank).to(device)
         self._merges = {}
-        self._known = torch.zeros(len(self.bank.row_expert), dtype=torch.bool)
+        self._known = torch.zeros(self.num_rows, dtype=torch.bool)
 
     def __call__(self, batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
         """:func:`hypergen.cvae.neighbour_inputs` of ``batch`` (rows from

@@ -195,6 +195,16 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "merge, and their tasks are not loaded (default: every expert)",
     )
     sft(
+        "--sft-extra",
+        action="append",
+        metavar="PATTERN",
+        default=list(d.extra),
+        help="also train on the task catalogue's training tasks that match this fnmatch pattern "
+        "and have no expert in the zoo (repeatable; e.g. 'dict-freedict-*'): only their "
+        "descriptions and examples are needed, their neighbours come from the zoo; never "
+        "validated on (default: none)",
+    )
+    sft(
         "--sft-val-examples",
         type=int,
         default=d.val_examples,
@@ -312,6 +322,7 @@ def sft_config(args) -> E2EConfig:
         patience=args.sft_patience,
         family_weighted_val=args.sft_family_weighted_val,
         only=list(args.sft_only),
+        extra=list(args.sft_extra),
         save_every_s=args.save_every,
         base_dtype=args.base_dtype,
         seed=args.seed,

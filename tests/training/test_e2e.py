@@ -6,6 +6,7 @@ CLI runs the stage from a TOML recipe."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from expert_zoo.store import ExpertZoo, expert_id_for
 from hypergen.apply import apply_adapter
 from hypergen.bank import ExpertBank
 from hypergen.base_model import load_base_model
+from hypergen.conditioning import neighbour_inputs
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from hypergen.layout import LoraLayout
 from tests.conftest import random_adapter, tiny_llama
@@ -23,7 +26,15 @@ from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  #
 from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
-from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e, zoo_tasks
+from training.e2e import (
+    BatchedLora,
+    E2EConfig,
+    EndToEnd,
+    ExtraTasks,
+    extra_tasks,
+    train_e2e,
+    zoo_tasks,
+)
 from training.e2e_loop import summary
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
@@ -586,3 +597,92 @@ def test_family_weighted_validation_counts_each_family_once(parts):
         assert stage._val_loss(merge, examples, owner) != pytest.approx(expected, rel=1e-5)
     finally:
         stage.close()
+
+
+@pytest.fixture
+def zoo_without_parity(setup, tmp_path):  # noqa: F811
+    """The tiny zoo less its ``synthetic:parity`` expert: a catalogue task without an expert, in
+    a family (number_choice) that keeps a member in the zoo."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(setup / "zoo", zoo)
+    ExpertZoo(zoo).remove(expert_id_for("synthetic:parity"))
+    return zoo
+
+
+def test_tasks_without_an_expert_train_beside_the_zoos(parts, zoo_without_parity):
+    _, _, model, base, _ = parts
+    zoo = zoo_without_parity
+    bank = ExpertBank.load(zoo)
+    with pytest.raises(ValueError, match="no catalogue training task without an expert"):
+        extra_tasks(zoo, bank, ["synthetic:sentiment"])  # it has its expert
+    found = extra_tasks(zoo, bank, ["synthetic:par*", "synthetic:reverse_word"])
+    assert [t.task_id for t in found] == ["synthetic:parity"]  # reverse_word is held out
+    sibling = bank.families.index("number_choice")
+    data = next(  # a split that leaves parity's family to training
+        d
+        for s in range(20)
+        if sibling not in (d := GeneratorDataModule(bank, 3, 3, 0.15, s)).val_experts.tolist()
+    )
+    extra = ExtraTasks.build(found, bank, data)
+    assert extra.dropped == [] and len(extra.row_task) == len(found[0].descriptions)
+    val = set(data.val_experts.tolist())
+    for neighbours in extra.idx.tolist():  # never its family, never a validation expert
+        assert sibling not in neighbours and not val & set(neighbours)
+    records = {r["expert_id"]: r for r in zoo_records(zoo)}
+    tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
+    settings = {"tasks_per_step": 2, "examples_per_task": 1, "max_length": 64, "val_examples": 2}
+    config = E2EConfig(base_dtype="float32", **settings)
+    stage = EndToEnd(model, bank, base, tasks, data, config, extra)
+    new = len(bank)  # the extra task is expert number len(bank) of the stage
+    rows = stage.rows_of[new]
+    assert (rows >= len(bank.row_expert)).all() and len(rows) == len(found[0].descriptions)
+    drawn = [r for step in range(12) for r in stage.draw(step)[0]]
+    assert set(drawn) & set(rows.tolist())
+    assert all(int(bank.row_expert[r]) != new for r in stage.val_rows())  # not validated on
+    cond = stage.batch([int(rows[0])])
+    plain = neighbour_inputs(
+        model.layout,
+        bank.weights,
+        bank.expert_embeddings,
+        torch.as_tensor(extra.embeddings[:1]),
+        torch.as_tensor(extra.idx[:1]),
+        torch.as_tensor(extra.sims[:1]),
+        model.config.tau,
+    )
+    for name in model.layout.modules:  # its condition is the merge of its own neighbours
+        torch.testing.assert_close(cond[f"merge.{name}"], plain[f"merge.{name}"])
+    assert torch.isfinite(stage.step_loss(0)["loss"])
+    for seed in range(40):  # a split that puts its family in validation leaves it out
+        by_family = GeneratorDataModule(bank, 3, 3, 0.15, seed, split_by_family=True)
+        if sibling in by_family.val_experts.tolist():
+            left = ExtraTasks.build(found, bank, by_family)
+            assert left.tasks == [] and left.dropped == ["synthetic:parity"]
+            break
+    else:
+        pytest.fail("no seed of 40 drew the number_choice family for validation")
+
+
+def test_cli_trains_on_extra_tasks_and_records_them(
+    setup,  # noqa: F811
+    zoo_without_parity,
+    tiny_model_dir,
+    tmp_path,
+):
+    bank = ExpertBank.load(zoo_without_parity)
+    seed = next(  # a split whose validation expert is not parity's sibling, so parity trains
+        s
+        for s in range(20)
+        if bank.families.index("number_choice")
+        not in GeneratorDataModule(bank, 3, 1, 0.15, s).val_experts.tolist()
+    )
+    argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
+    argv[argv.index(str(setup / "zoo"))] = str(zoo_without_parity)
+    argv += ["--val-fraction", "0.15", "--val-split", "expert", "--seed", str(seed)]
+    argv += ["--sft-extra", "synthetic:parity"]
+    assert main(argv) == 0
+    sft = json.loads((tmp_path / "gen" / "config.json").read_text())["extra"]["stages"][-1]
+    assert sft["extra_tasks"] == ["synthetic:parity"] and sft["recipe"]["extra"] == [
+        "synthetic:parity"
+    ]
+    state = json.loads((tmp_path / "logs" / "e2e-state" / "checkpoint" / "state.json").read_text())
+    assert state["settings"]["extra_tasks"] == ["synthetic:parity"]

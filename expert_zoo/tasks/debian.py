@@ -25,6 +25,10 @@ Each package is fetched once with ``apt-get download <package>=<version>`` (Debi
   but Japanese in Latin script; ``eng-dan`` is too small). English word -> its first translation, for
   single-word headwords with one entry and one sense. (``dict-de-en`` is the same Ding data as
   ``eng-deu``: not used.) GPL-2+ mostly; the WikDict ones (fin, ind, jpn, nor) CC-BY-SA-3.0.
+- ``dict-freedict-XXX-eng`` (X -> English) and ``dict-freedict-XXX-YYY`` between two of
+  German, French, Italian, Spanish, Portuguese, Dutch, Swedish and Finnish (35, from the
+  ``freedict`` and ``freedict-wikdict`` source packages): a word -> its first translation, if a
+  plain word. A language pair is one family whichever the direction.
 
 As in :mod:`packaged`, each :class:`Source` is one task of one dataset, and a dataset is one
 family (never split); its task id is ``<debian package>:<name or family>`` and the held-out rule
@@ -239,6 +243,55 @@ held-out dictionary never trains an expert: ``gle``, ``slk`` and ``swh`` are hel
 and left out here (``jpn``, ``ara`` and ``epo`` give no one-word one-sense entries; ``srp`` has
 357, under the 400 kept). Licence: the first ``License:`` of the package's copyright file."""
 
+FREEDICT_PAIRS = {  # dictionary: (Debian version, sha256)
+    "deu-fin": ("2022.12.07-2", "203676472e0c9e98ddfcbdbc9a568d03f17aa9f479878cf3f4dd4ca0bc4c9f78"),
+    "deu-fra": ("2022.12.07-2", "daea8e0b231a5c8c2aed6e59939943fb620fedb03b0e70f1f2874281005b981f"),
+    "deu-ita": ("2022.04.21-1", "1efa85af04f155797a5499de66d9a748616aed187690ea07f2e1a162359b3f4c"),
+    "deu-nld": ("2022.04.21-1", "1141e3a3e79e19282085ca25b8a48714a74708183a017ce0682726711e747001"),
+    "deu-por": ("2022.04.21-1", "dbcee56d0ad781b05e4ed0e62ee40aac9e44ade0642e5511d6f00f5e2a15a7fb"),
+    "deu-spa": ("2022.12.07-2", "e63665882b310405aa50e1866743dbcaeb4b5ebb5f3cb3139ecafc8d7f694e1a"),
+    "deu-swe": ("2022.12.07-2", "009de3adaca5aae064736abff4fc99388aebbf8259a2a6b4a33e1648f29d7e88"),
+    "fin-deu": ("2022.12.07-2", "30eba0cd89f24ee83d90b7fa07da91d1ea0027816bb508323b7a6753b3c13d5a"),
+    "fin-fra": ("2022.12.07-2", "963d18ce3e9fd8beb1a9d2a7a081236c5092768eaa7d9c50eba0176b71e2acf3"),
+    "fin-ita": ("2022.12.07-2", "f26da550a5e419d460a36cb3f1ad9f6b5c09687b0e00ab4f8e550d1ad49efd4b"),
+    "fin-por": ("2022.12.07-2", "b768276ef0459545552b733103e3bc70537a7e0c4a52debe1b610dce0b8dfe31"),
+    "fra-deu": ("2022.12.07-2", "06bf0fc248aadca920628700883deb06151961dcd990a4cdc1f3a3f16dace8a7"),
+    "fra-fin": ("2022.12.07-2", "b5ec25583a2b7236a4f035234d7119f9d707ab6eb6158fcbf22ea7e3b254e1c0"),
+    "fra-nld": ("2022.04.21-1", "4b34e6b37c106ab245cd8f95800c57daa2608143595272ff01c35cca6ea75495"),
+    "fra-por": ("2022.12.07-2", "2fd3fb111a091780259e99268fb51c3f0cd1f501c2c20a6cba0ccd30372eb7ab"),
+    "fra-spa": ("2022.12.07-2", "f9bccab15974febfee7a0993a7794e42f585b6dfd94a1ef16c597e5743b5f2f4"),
+    "fra-swe": ("2022.12.07-2", "f0b81b0f7de6f9ebac9e2808daad8a057efa86f408c2733b2f86d10f9d327bf1"),
+    "ita-deu": ("2022.04.21-1", "5a97b162978800f3f57266d5560228ab0744284f78b8cc118a6c431e167f5566"),
+    "ita-fin": ("2022.12.07-2", "56bc4f03898c7c7c7d34ad8bec7627efed86560bc10a0cbf4bdcb62335d20915"),
+    "ita-por": ("2022.12.07-2", "e03b97e661b9ede032d163d4a8b4619bb2192cbca16863bc42e663b08ad1103b"),
+    "ita-spa": ("2022.12.07-2", "fc2b1ec9549d301f56bd6f73b488ee58a4f145be164471e12a7704fbe7997e91"),
+    "ita-swe": ("2022.12.07-2", "483971c79b8ba8adcc811f09f736a1b19018a854c834ed277ee2b3a688cabb9c"),
+    "nld-deu": ("2022.04.21-1", "f311e5b26b32554c716c7150725013fc7d66f16b27279c73746261060d9fb0a1"),
+    "nld-fra": ("2022.04.21-1", "b47742eae59af9fe35e5054f711ed2aa9b46faa842cb8351a70285c33c789e89"),
+    "nld-ita": ("2022.12.07-2", "a032919951ff04b9bbc7cc223330e90312f2cb3815006597fcb16c1f8f05e538"),
+    "nld-por": ("2022.12.07-2", "1e5ded72c0972cd968a4723f9da8d9b2c68bca3f989357a04f1778612c40e5fb"),
+    "nld-swe": ("2022.12.07-2", "1baafc0238e44a5f3d5d3ae7cd1bd946ec752edc4d1133b8ecd75fd0a73be918"),
+    "por-deu": ("2022.04.21-1", "323cfdb8f29360636dc26933817dcf49df00072bd9411af0268f24c3341789c3"),
+    "por-fra": ("2022.12.07-2", "d9c494c521b56f4be7c6c2156397badf21ee9f119fabb80473bd86557c61c809"),
+    "spa-deu": ("2022.04.21-1", "a4a9e9f50c1badb549d91b18e8e3b93fd74d9e87151c94908dddf2afde68430e"),
+    "swe-deu": ("2022.12.07-2", "91fab32d456fc0ca353568b80493ba727d8797c6f00f3a3c146e6062f56dc61c"),
+    "swe-fra": ("2022.12.07-2", "7dec61c0b619fdcea77091f72ff8b0b9b8bbb253c6ab844fedc932f2f0c5d30f"),
+    "swe-ita": ("2022.12.07-2", "63bc5a6bda0d1b594ca9064b7c122b7786a3c11210ff6debe697df8f9f8860e8"),
+    "swe-nld": ("2022.12.07-2", "d8389afa08cb8c897f2c12006a8dc4e3ea25b9d99c0d3149866719f4672a6fc3"),
+    "swe-por": ("2022.12.07-2", "794fe400bd3f608666d8f19ad403ed1fcb0133af2e36b47ecf9c9671d6898488"),
+}
+"""FreeDict dictionaries between two languages other than English, read as the others are: a
+word -> its first translation, if a plain word. The rule that picked them: Debian 12's
+``dict-freedict-<x>-<y>`` with x and y both among German, French, Italian, Spanish, Portuguese,
+Dutch, Swedish and Finnish (a list of 18 European languages taken in order until about 40
+dictionaries; with Polish it would be 45), each with 300+ usable entries (all have 1,300+). A pair
+is one family, ``freedict_<a>_<b>`` in alphabetical order, whichever the direction. The pairs
+whose family is held out are left out so that the held-out benchmark stays the same: fin-nld,
+nld-fin, fin-swe, swe-fin, fra-ita, nld-spa, por-spa, spa-por, swe-spa."""
+FREEDICT_PAIR_LICENCES = {"2022.04.21-1": "GPL-2+", "2022.12.07-2": "CC-BY-SA-3.0"}
+"""The licence of a pair's stanza in its copyright file, by Debian version (source package):
+``freedict`` GPL-2+, ``freedict-wikdict`` (from Wiktionary) CC-BY-SA-3.0."""
+
 DEBIAN_ARCHIVES = {
     a.package: a
     for a in (
@@ -261,6 +314,10 @@ DEBIAN_ARCHIVES = {
         *(
             DebArchive(f"dict-freedict-{lang}-eng", v, f"dict-freedict-{lang}-eng_{v}_all.deb", h)
             for lang, (_, v, h, _) in FREEDICT_TO_ENGLISH.items()
+        ),
+        *(
+            DebArchive(f"dict-freedict-{pair}", v, f"dict-freedict-{pair}_{v}_all.deb", h)
+            for pair, (v, h) in FREEDICT_PAIRS.items()
         ),
     )
 }
@@ -363,40 +420,45 @@ def _first_translation(headword: str, entry: str, numbers_every_sense: bool = Fa
     return first
 
 
-NUMBERS_EVERY_SENSE = frozenset({"tur"})
-"""Dictionaries that number a lone sense too. Elsewhere a lone ``1.`` entry stays dropped, as
-before, so the older dictionaries give the examples their experts were trained on."""
-RESPELL = {"hun": str.maketrans("ôûÔÛ", "őűŐŰ")}
+NUMBERS_EVERY_SENSE = frozenset({"eng-tur"})
+"""Dictionaries that number a lone sense too. In the other English ones a lone ``1.`` entry
+stays dropped, as before, so they give the examples their experts were trained on; in those
+between two other languages (``zögern\\n1. esitare, titubare``) it is one sense."""
+RESPELL = {"eng-hun": str.maketrans("ôûÔÛ", "őűŐŰ")}
 """Letters to put back: eng-hun went through Latin-1, which has no ``ő``/``ű``, and writes
 ``ô``/``û`` (``heringfüstölô``), letters Hungarian does not use."""
 
 
 ENGLISH_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
 """An English answer of an X -> English dictionary: letters, inner hyphens and apostrophes."""
+PLAIN_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+"""An answer of a dictionary between two other languages: letters of any script, inner hyphens
+and apostrophes (``aujourd'hui``), no markup or word part (``Kubik-``, ``ingen…alls``)."""
 
 
-def _freedict(lang: str, to_english: bool = False):
-    """The reader of ``dict-freedict-eng-<lang>`` (``dict-freedict-<lang>-eng`` with
-    ``to_english``): headword -> first translation, a fixed random sample of at most
-    ``MAX_WORDS``."""
-    stem = f"{DICTD}freedict-{f'{lang}-eng' if to_english else f'eng-{lang}'}"
-    quirks = not to_english  # NUMBERS_EVERY_SENSE and RESPELL are the English -> X ones'
+def _freedict(source: str, target: str):
+    """The reader of ``dict-freedict-<source>-<target>``: headword -> first translation, a fixed
+    random sample of at most ``MAX_WORDS``. From English every first translation is kept (as
+    when the zoo's experts were trained); into any other language only a plain word."""
+    name = f"{source}-{target}"
+    stem = f"{DICTD}freedict-{name}"
+    answer = ENGLISH_WORD if target == "eng" else PLAIN_WORD
+    numbered = name in NUMBERS_EVERY_SENSE or "eng" not in (source, target)
 
     def read(archive: Path) -> list[Example]:
         files = deb_files(archive, [stem + ".index", stem + ".dict.dz"])
         index = _dictd_index(files[stem + ".index"].decode("utf-8"))
         data = gzip.decompress(files[stem + ".dict.dz"])  # dictzip is gzip with an extra field
-        respell = RESPELL.get(lang, {}) if quirks else {}
+        respell = RESPELL.get(name, {})
         out = []
         for headword, places in index.items():
             if len(places) == 1 and headword.isalpha() and headword.islower():
                 start, size = places[0]
                 entry = data[start : start + size].decode("utf-8")
-                numbered = quirks and lang in NUMBERS_EVERY_SENSE
                 translation = _first_translation(headword, entry, numbered)
-                if translation and to_english:
+                if translation and source != "eng":
                     translation = translation.replace("\u2010", "-")  # U+2010 HYPHEN
-                    if not ENGLISH_WORD.fullmatch(translation):  # "#Englanti", "rumble!"
+                    if not answer.fullmatch(translation):  # "#Englanti", "rumble!", "Kubik-"
                         continue
                 if translation:
                     out.append(Example(headword, translation.translate(respell)))
@@ -434,6 +496,21 @@ FREEDICT = {
 }
 """Language and licence (the package's ``usr/share/doc/<package>/copyright``, its ``eng-XXX``
 stanza). Dictionaries under 400 usable one-word entries are left out (``eng-dan``: 311)."""
+
+
+def _freedict_pair(pair: str, version: str) -> Source:
+    """The :class:`Source` of ``dict-freedict-<x>-<y>``, neither language English."""
+    x, y = pair.split("-")
+    language, into = FREEDICT[x][0], FREEDICT[y][0]
+    return Source(
+        f"dict-freedict-{pair}",
+        f"freedict_{'_'.join(sorted((x, y)))}",
+        f"Translate {'an' if language[0] in 'AEIOU' else 'a'} {language} word into {into}",
+        _freedict(x, y),
+        f"FreeDict {pair} (FreeDict contributors): {FREEDICT_PAIR_LICENCES[version]}",
+        name=f"freedict_{x}_{y}",
+    )
+
 
 WORDNET_LICENCE = (
     "WordNet 3.0 licence (Princeton University; use, copy, modify and distribute with the "
@@ -511,7 +588,7 @@ DEBIAN_SOURCES = (
             f"dict-freedict-eng-{lang}",
             f"freedict_eng_{lang}",
             f"Translate an English word into {language}",
-            _freedict(lang),
+            _freedict("eng", lang),
             licence,
         )
         for lang, (language, licence) in FREEDICT.items()
@@ -521,12 +598,13 @@ DEBIAN_SOURCES = (
             f"dict-freedict-{lang}-eng",
             f"freedict_eng_{lang}",
             f"Translate {'an' if language[0] in 'AEIOU' else 'a'} {language} word into English",
-            _freedict(lang, to_english=True),
+            _freedict(lang, "eng"),
             f"FreeDict {lang}-eng (FreeDict contributors): {licence}",
             name=f"freedict_{lang}_eng",
         )
         for lang, (language, _, _, licence) in FREEDICT_TO_ENGLISH.items()
     ),
+    *(_freedict_pair(pair, version) for pair, (version, _) in FREEDICT_PAIRS.items()),
 )
 
 

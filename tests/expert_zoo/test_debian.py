@@ -22,6 +22,7 @@ from expert_zoo.tasks.debian import (
     DEBIAN_SOURCES,
     FORTUNE_TOPICS,
     FREEDICT,
+    FREEDICT_PAIRS,
     FREEDICT_TO_ENGLISH,
     debian_source_for,
     ensure_deb,
@@ -249,6 +250,26 @@ def _freedict(lang: str) -> dict[str, bytes]:
     return _dictd_files(f"freedict-eng-{lang}", entries)
 
 
+def _freedict_pair(pair: str) -> dict[str, bytes]:
+    """A fake ``dict-freedict-<x>-<y>``, neither language English (WikDict's layout: a gloss in
+    the source language under the translation)."""
+    entries = [("00databaseinfo", "00-database-info\nX-Y FreeDict Dictionary\n")]
+    entries += [(f"y{c}", f"y{c} /y/ <n>\nz{c}\nein Wort\n") for c in "abcdefghijklmnop"]
+    entries += [
+        ("zögern", "zögern /ˈtsøːɡɐn/\n1. esitare, titubare\n"),  # a lone sense, numbered
+        ("wollen", "wollen /ˈvɔlən/ <v>\nvouloir\nden Wunsch haben\n"),
+        ("perforatrice", "perforatrice /pɛʁ.fɔ.ʁa.tʁis/ <n, fem>\nrei’ittäjä\n"),
+        ("temperatuur", "temperatuur /tɛmpəraˈtyr/ <n>\n [1. grootheid] temperatura\n"),
+        ("hund", "Hund /hʊnt/ <n, masc>\nchien\n"),  # a capitalised noun: dropped
+        ("kubik", "kubik /kuˈbiːk/\nKubik-\n"),  # a word part: dropped
+        ("ingen", "ingen /ˈɪŋən/\ningen…alls\n"),  # not a plain word: dropped
+        ("mentir", "mentir /mẽˈtiɾ/\nlügen#Deutsch\n"),  # a wiki link left in: dropped
+        ("schnell", "schnell /ʃnɛl/\n1. rapide\n2. vite\n"),  # two senses: dropped
+        ("regen", "regen /ˈreːɣə(n)/\npluie battante\n"),  # two words: dropped
+    ]
+    return _dictd_files(f"freedict-{pair}", entries)
+
+
 def _copyright(package: str) -> dict[str, bytes]:
     return {f"usr/share/doc/{package}/copyright": b"License: fake\n"}
 
@@ -260,6 +281,7 @@ def cache(tmp_path):
         "fortunes": _fortunes(),
         **{f"dict-freedict-eng-{lang}": _freedict(lang) for lang in FREEDICT},
         **{f"dict-freedict-{lang}-eng": _freedict_to_english(lang) for lang in FREEDICT_TO_ENGLISH},
+        **{f"dict-freedict-{pair}": _freedict_pair(pair) for pair in FREEDICT_PAIRS},
     }
     for package, contents in files.items():
         _deb(tmp_path / DEBIAN_ARCHIVES[package].filename, contents | _copyright(package))
@@ -345,6 +367,30 @@ def test_freedict_to_english_keeps_plain_english_answers_in_the_pairs_family(cac
     )
     # a pair whose family is held out has no X -> English task in the zoo's sources
     assert not any(is_held_out(f"freedict_eng_{lang}") for lang in FREEDICT_TO_ENGLISH)
+
+
+def test_freedict_pairs_keep_plain_words_of_any_language_in_one_family_per_pair(cache):
+    expected = {f"y{c}": f"z{c}" for c in "abcdefghijklmnop"}
+    assert _pairs(cache, "dict-freedict-deu-fra:freedict_deu_fra") == expected | {
+        "zögern": "esitare",  # a lone "1." is one sense here
+        "wollen": "vouloir",  # the gloss under the translation is not read
+        "perforatrice": "rei’ittäjä",
+        "temperatuur": "temperatura",  # the bracketed label dropped
+    }
+    there = debian_source_for("dict-freedict-fra-deu:freedict_fra_deu")
+    back = debian_source_for("dict-freedict-deu-fra:freedict_deu_fra")
+    assert there.family == back.family == "freedict_deu_fra"  # one family, both directions
+    assert there.description == "Translate a French word into German"
+    assert debian_source_for("dict-freedict-ita-spa:freedict_ita_spa").description == (
+        "Translate an Italian word into Spanish"
+    )
+    assert back.licence == "FreeDict deu-fra (FreeDict contributors): CC-BY-SA-3.0"
+    assert debian_source_for("dict-freedict-deu-ita:freedict_deu_ita").licence.endswith("GPL-2+")
+    # the held-out benchmark's tasks stay as they were: no pair of a held-out family is added
+    assert not any(
+        is_held_out(f"freedict_{'_'.join(sorted(p.split('-')))}") for p in FREEDICT_PAIRS
+    )
+    assert all("eng" not in pair.split("-") for pair in FREEDICT_PAIRS)
 
 
 def test_wordnet_hypernyms_name_the_one_word_parent_of_a_one_sense_noun(cache):

@@ -22,7 +22,8 @@ layer/module embedding. The decoder runs one batched pass per module over ``batc
 and spread chunks) ``-> MLP -> h``; the output is ``(1 + gate_m(h)) · merge + head_m(h)``: the
 neighbours' merge (normalised), scaled (e.g. shrunk to the zoo mean when the neighbours are far)
 plus a residual through a ``hidden -> head_rank -> chunk_m`` bottleneck. A fresh decoder
-outputs the merge itself.
+outputs the merge itself. With ``norm_to_merge`` each layer's ΔW is then rescaled to the
+merge's norm, so what the decoder learns is a direction.
 
 Size: the parameter count does not depend on the number of experts, and on depth only through
 the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)`` times
@@ -206,7 +207,20 @@ class LoraCVAE(nn.Module):
                 rows += [self.chunk_proj[m](merge), self.spread_proj[m](spread)]
             hidden = self.trunk(torch.cat(rows, -1))
             out[m] = (1 + self.gates[m](hidden)) * merge + self.heads[m](hidden)
+            if self.config.norm_to_merge:
+                out[m] = self._to_norm_of(m, out[m], merge)
         return out
+
+    def _to_norm_of(self, m: str, chunks: Tensor, reference: Tensor) -> Tensor:
+        """Normalised ``chunks`` rescaled so that each ``(row, layer)`` ΔW = BA has the Frobenius
+        norm of ``reference``'s (A and B each times the square root of the ratio)."""
+
+        def dw_sq(x: Tensor) -> Tensor:
+            a, b = from_chunks(self.layout, self.denormalise(m, x), m)
+            return trace_product(a @ a.transpose(-1, -2), b.transpose(-1, -2) @ b)
+
+        ratio = (dw_sq(reference) / dw_sq(chunks).clamp_min(1e-20)).clamp_min(0) ** 0.25
+        return self.normalise(m, self.denormalise(m, chunks) * ratio[..., None])
 
     def to_weights(self, chunks: dict[str, Tensor], scale: bool = True) -> Weights:
         """Normalised chunks -> stacked LoRA weights (float32); with ``scale`` (and

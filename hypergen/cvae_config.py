@@ -57,6 +57,12 @@ class CVAEConfig:
     factor 1), trained only by the end-to-end stage (``--sft-train layer-scales``): layer-wise
     merging coefficients as in AdaMerging (Yang et al., ICLR 2024, arXiv:2310.02575), shared by
     all tasks and learned on the zoo's labelled tasks instead of a test task's unlabelled data."""
+    norm_to_merge: bool = False
+    """Rescale each layer's and module's generated ΔW to the Frobenius norm of the neighbours'
+    merge, so the learned part can turn the adapter away from the merge but not shrink or grow
+    it: every end-to-end run before it first learned one shrink shared by all tasks, and the
+    runs that trained the heads then grew their adapters without bound, and both phases hurt
+    unseen families (generators v6-v14, ``results/``). Off: the decoder's output as it is."""
     beta: float = 0.01
     """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
     tau: float = 0.1

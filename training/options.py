@@ -22,7 +22,7 @@ _ARCH_HELP = {
     "tau": "softmax temperature over neighbour similarities",
     "dropout": "dropout in the condition network and decoder",
 }
-_ARCH = (*_ARCH_HELP, "summary_in_decoder", "layer_scales")
+_ARCH = (*_ARCH_HELP, "summary_in_decoder", "layer_scales", "norm_to_merge")
 _DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(CVAEConfig)})
 
 
@@ -94,6 +94,12 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         action="store_true",
         help="add one learned ΔW factor per layer and module (shared by all tasks; trained by "
         "--sft-train layer-scales)",
+    )
+    arch(
+        "--norm-to-merge",
+        action="store_true",
+        help="rescale each layer's generated ΔW to the norm of the neighbours' merge, so the "
+        "decoder learns directions, not sizes",
     )
     sft = p.add_argument_group(
         "end-to-end stage (after the reconstruction epochs: the generator's adapters are trained "

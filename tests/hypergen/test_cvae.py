@@ -231,6 +231,42 @@ def test_layer_scales_multiply_each_layers_update_and_survive_a_checkpoint(bank,
     assert "layer_scales" not in dict(LoraCVAE(small_config(bank.layout)).named_parameters())
 
 
+def test_norm_to_merge_keeps_each_layers_update_at_the_merges_norm(bank, tmp_path):
+    torch.manual_seed(0)
+    model = LoraCVAE(small_config(bank.layout, norm_to_merge=True))
+    model.set_normalisation(bank.weights)
+    cond = model.condition_inputs(bank, queries(bank))
+    fresh = model.generate(cond, num_samples=1, temperature=0)
+    for m in bank.layout.modules:  # a fresh decoder still outputs the merge itself
+        torch.testing.assert_close(
+            to_chunks(fresh, m)[:, 0], cond[f"merge.{m}"], atol=1e-5, rtol=1e-4
+        )
+    with torch.no_grad():  # a decoder that turns and grows the adapter, per layer
+        for m in bank.layout.modules:
+            model.heads[m][-1].weight.normal_(0, 0.5)
+            model.gates[m].bias.fill_(2.0)
+    turned = model.generate(cond, num_samples=2, temperature=1.0)
+    plain = LoraCVAE(small_config(bank.layout))
+    plain.load_state_dict(model.state_dict())
+    unscaled = plain.generate(cond, num_samples=2, temperature=1.0, generator=None)
+
+    def norms(w, m):
+        return torch.linalg.matrix_norm(w[f"{m}.B"] @ w[f"{m}.A"])  # (B, S, L)
+
+    merge = {k: cond[f"merge.{k}"][:, None] for k in bank.layout.modules}
+    for m in bank.layout.modules:
+        a, b = from_chunks(bank.layout, merge[m], m)
+        target = torch.linalg.matrix_norm(b @ a).expand(-1, 2, -1)
+        torch.testing.assert_close(norms(turned, m), target, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(norms(unscaled, m), target, rtol=0.05)  # the cap did it
+        cos = (to_chunks(turned, m) * merge[m]).sum(-1) / (
+            to_chunks(turned, m).norm(dim=-1) * merge[m].norm(dim=-1)
+        )
+        assert (cos < 0.999).any()  # turned, not just rescaled
+    model.save_pretrained(tmp_path / "gen", dtype=torch.float32)
+    assert LoraCVAE.from_pretrained(tmp_path / "gen").config.norm_to_merge
+
+
 def test_the_merge_is_the_best_rank_r_approximation_of_the_weighted_sum(bank):
     tau, query = 0.1, queries(bank)
     cond = condition_inputs(bank, query, k=3, tau=tau)

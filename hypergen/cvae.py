@@ -219,7 +219,8 @@ class LoraCVAE(nn.Module):
             a, b = from_chunks(self.layout, self.denormalise(m, x), m)
             return trace_product(a @ a.transpose(-1, -2), b.transpose(-1, -2) @ b)
 
-        ratio = (dw_sq(reference) / dw_sq(chunks).clamp_min(1e-20)).clamp_min(0) ** 0.25
+        eps = 1e-30  # keeps the gradient finite where the merge's ΔW is exactly 0
+        ratio = ((dw_sq(reference).clamp_min(0) + eps) / (dw_sq(chunks).clamp_min(0) + eps)) ** 0.25
         return self.normalise(m, self.denormalise(m, chunks) * ratio[..., None])
 
     def to_weights(self, chunks: dict[str, Tensor], scale: bool = True) -> Weights:

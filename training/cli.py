@@ -276,6 +276,8 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
     }
     if extra is not None:  # the catalogue may grow under a pattern: the tasks themselves count
         settings["extra_tasks"] = [t.task_id for t in extra.tasks]
+    if model.config.norm_to_merge:  # no weights of its own, so the start's hash misses it
+        settings["norm_to_merge"] = True
     begun = time.perf_counter()
     if args.sft_processes > 1:
         job = e2e_distributed.Job(

@@ -221,8 +221,13 @@ class ExtraTasks:
         by_family: dict[str, set[int]] = {}
         for i, family in enumerate(bank.families):
             by_family.setdefault(family, set()).add(i)
-        excluded = [
-            val | (by_family.get(kept[j].family, set()) if data.exclude_same_family else set())
+        excluded = [  # an empty family name is a family of one, as in training.data
+            val
+            | (
+                by_family.get(kept[j].family, set())
+                if data.exclude_same_family and kept[j].family
+                else set()
+            )
             for j in row_task.tolist()
         ]
         idx, sims = bank.search(embeddings, data.k, excluded)

@@ -80,6 +80,11 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
             if config.extra
             else None
         )
+        built = [t.task_id for t in extra.tasks] if extra is not None else None
+        if built != job.settings.get("extra_tasks"):
+            raise RuntimeError(
+                f"process {rank} built other extra tasks than the run's settings: {built}"
+            )
         base = load_base_model(job.base_model)
         stage = EndToEnd(model.train(), bank, base, tasks, data, config, extra)
         try:

@@ -265,6 +265,13 @@ def test_norm_to_merge_keeps_each_layers_update_at_the_merges_norm(bank, tmp_pat
         assert (cos < 0.999).any()  # turned, not just rescaled
     model.save_pretrained(tmp_path / "gen", dtype=torch.float32)
     assert LoraCVAE.from_pretrained(tmp_path / "gen").config.norm_to_merge
+    m = bank.layout.modules[0]  # a merge of exactly 0: (all but) 0 out, finite gradients
+    shape = (1, bank.layout.num_layers, to_chunks(fresh, m).shape[-1])
+    out = model.normalise(m, torch.randn(shape)).requires_grad_(True)
+    scaled = model._to_norm_of(m, out, model.normalise(m, torch.zeros(shape)))
+    scaled.sum().backward()
+    assert model.denormalise(m, scaled).norm() < 1e-3 * model.denormalise(m, out).norm()
+    assert torch.isfinite(out.grad).all()
 
 
 def test_the_merge_is_the_best_rank_r_approximation_of_the_weighted_sum(bank):

@@ -627,18 +627,22 @@ def test_tasks_without_an_expert_train_beside_the_zoos(parts, zoo_without_parity
     assert extra.dropped == [] and len(extra.row_task) == len(found[0].descriptions)
     val = set(data.val_experts.tolist())
     for neighbours in extra.idx.tolist():  # never its family, never a validation expert
-        assert sibling not in neighbours and not val & set(neighbours)
+        assert "number_choice" not in {bank.families[n] for n in neighbours}
+        assert not val & set(neighbours)
     records = {r["expert_id"]: r for r in zoo_records(zoo)}
     tasks = load_zoo_tasks([records[e]["task_id"] for e in bank.expert_ids])
     settings = {"tasks_per_step": 2, "examples_per_task": 1, "max_length": 64, "val_examples": 2}
     config = E2EConfig(base_dtype="float32", **settings)
+    plain = EndToEnd(model, bank, base, tasks, data, config)
+    plain_val = plain.val_rows()
+    plain.close()
     stage = EndToEnd(model, bank, base, tasks, data, config, extra)
+    assert stage.val_rows() == plain_val  # validated on exactly the zoo's validation tasks
     new = len(bank)  # the extra task is expert number len(bank) of the stage
     rows = stage.rows_of[new]
     assert (rows >= len(bank.row_expert)).all() and len(rows) == len(found[0].descriptions)
     drawn = [r for step in range(12) for r in stage.draw(step)[0]]
     assert set(drawn) & set(rows.tolist())
-    assert all(int(bank.row_expert[r]) != new for r in stage.val_rows())  # not validated on
     cond = stage.batch([int(rows[0])])
     plain = neighbour_inputs(
         model.layout,

@@ -151,10 +151,10 @@ def extra_tasks(zoo, bank: ExpertBank, patterns: Sequence[str]) -> list[Task]:
     matched = [t for t in catalogue_ids() if matches(t, list(patterns))]
     wanted = [t for t in matched if t not in held]
     if not wanted:
+        why = f"all {len(matched)} that match have an expert" if matched else "none matches"
         raise ValueError(
-            f"--sft-extra {list(patterns)}: no catalogue training task without an expert matches "
-            f"({len(matched)} match, all in the zoo); task ids look like "
-            f"'dict-freedict-eng-deu:freedict_eng_deu'"
+            f"--sft-extra {list(patterns)}: no catalogue training task without an expert ({why}); "
+            "task ids look like 'dict-freedict-eng-deu:freedict_eng_deu'"
         )
     return load_tasks(wanted)
 
@@ -186,7 +186,8 @@ class ExtraTasks:
         data: GeneratorDataModule,
         encoder=None,
     ) -> ExtraTasks:
-        """Embed ``tasks``' descriptions with ``encoder`` (default: the zoo's encoder) and retrieve
+        """Embed ``tasks``' descriptions with ``encoder`` (default: the shipped encoder; it must be
+        the one the zoo was embedded with) and retrieve
         each row's ``data.k`` neighbours from ``bank`` (never a validation expert, never one of
         the task's family when ``data.exclude_same_family``)."""
         from hypergen.encoder import TaskEncoder

@@ -187,9 +187,9 @@ class ExtraTasks:
         encoder=None,
     ) -> ExtraTasks:
         """Embed ``tasks``' descriptions with ``encoder`` (default: the shipped encoder; it must be
-        the one the zoo was embedded with) and retrieve
-        each row's ``data.k`` neighbours from ``bank`` (never a validation expert, never one of
-        the task's family when ``data.exclude_same_family``)."""
+        the one the zoo was embedded with) and retrieve each row's ``data.k`` neighbours from
+        ``bank`` (never a validation expert, never one of the task's family when
+        ``data.exclude_same_family``)."""
         from hypergen.encoder import TaskEncoder
 
         data.setup()

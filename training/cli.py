@@ -293,6 +293,7 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
             exclude_same_family=args.exclude_same_family,
             split_by_family=args.val_split == "family",
             progress=not args.quiet,
+            extra=extra,
         )
         record = e2e_distributed.run(job, args.sft_processes)
         best = state / ("best" if record["best"] is not None else "checkpoint/generator")

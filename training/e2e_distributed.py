@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, ExtraTasks, extra_tasks, matching, train_e2e, zoo_tasks
+from training.e2e import EndToEnd, ExtraTasks, matching, train_e2e, zoo_tasks
 from training.e2e_config import E2EConfig
 
 
@@ -43,6 +43,9 @@ class Job:
     exclude_same_family: bool
     split_by_family: bool = False
     progress: bool = False
+    extra: ExtraTasks | None = None
+    """The tasks without an expert, built once by the caller (their rows, embeddings and
+    neighbours), so every process trains on the same rows without loading the encoder."""
 
 
 def run(job: Job, processes: int) -> dict:
@@ -75,18 +78,8 @@ def _worker(rank: int, world: int, rendezvous: str, job: Job) -> None:
             eligible=matching(job.zoo, bank, config.only) if config.only else None,
         )
         tasks, _ = zoo_tasks(job.zoo, bank, config.only)
-        extra = (
-            ExtraTasks.build(extra_tasks(job.zoo, bank, config.extra), bank, data)
-            if config.extra
-            else None
-        )
-        built = [t.task_id for t in extra.tasks] if extra is not None else None
-        if built != job.settings.get("extra_tasks"):
-            raise RuntimeError(
-                f"process {rank} built other extra tasks than the run's settings: {built}"
-            )
         base = load_base_model(job.base_model)
-        stage = EndToEnd(model.train(), bank, base, tasks, data, config, extra)
+        stage = EndToEnd(model.train(), bank, base, tasks, data, config, job.extra)
         try:
             train_e2e(stage, Path(job.state), job.settings, progress=job.progress)
         finally:

@@ -666,11 +666,13 @@ def test_tasks_without_an_expert_train_beside_the_zoos(parts, zoo_without_parity
         pytest.fail("no seed of 40 drew the number_choice family for validation")
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_cli_trains_on_extra_tasks_and_records_them(
     setup,  # noqa: F811
     zoo_without_parity,
     tiny_model_dir,
     tmp_path,
+    processes,
 ):
     bank = ExpertBank.load(zoo_without_parity)
     seed = next(  # a split whose validation expert is not parity's sibling, so parity trains
@@ -682,7 +684,7 @@ def test_cli_trains_on_extra_tasks_and_records_them(
     argv = _warm_start_argv(setup, tiny_model_dir, tmp_path, "--sft-steps", "2")
     argv[argv.index(str(setup / "zoo"))] = str(zoo_without_parity)
     argv += ["--val-fraction", "0.15", "--val-split", "expert", "--seed", str(seed)]
-    argv += ["--sft-extra", "synthetic:parity"]
+    argv += ["--sft-extra", "synthetic:parity", "--sft-processes", str(processes)]
     assert main(argv) == 0
     sft = json.loads((tmp_path / "gen" / "config.json").read_text())["extra"]["stages"][-1]
     assert sft["extra_tasks"] == ["synthetic:parity"] and sft["recipe"]["extra"] == [

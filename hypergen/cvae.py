@@ -22,8 +22,9 @@ layer/module embedding. The decoder runs one batched pass per module over ``batc
 and spread chunks) ``-> MLP -> h``; the output is ``(1 + gate_m(h)) · merge + head_m(h)``: the
 neighbours' merge (normalised), scaled (e.g. shrunk to the zoo mean when the neighbours are far)
 plus a residual through a ``hidden -> head_rank -> chunk_m`` bottleneck. A fresh decoder
-outputs the merge itself. With ``norm_to_merge`` each layer's ΔW is then rescaled to the
-merge's norm, so what the decoder learns is a direction.
+outputs the merge itself. With ``max_deviation`` the change to the merge is bounded (a trust
+radius relative to the merge's norm); with ``norm_to_merge`` each layer's ΔW is then rescaled to
+the merge's norm, so what the decoder learns is a direction.
 
 Size: the parameter count does not depend on the number of experts, and on depth only through
 the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)`` times
@@ -207,9 +208,19 @@ class LoraCVAE(nn.Module):
                 rows += [self.chunk_proj[m](merge), self.spread_proj[m](spread)]
             hidden = self.trunk(torch.cat(rows, -1))
             out[m] = (1 + self.gates[m](hidden)) * merge + self.heads[m](hidden)
+            if self.config.max_deviation > 0:
+                out[m] = self._within_radius(m, out[m], cond[f"merge.{m}"].float())
             if self.config.norm_to_merge:
                 out[m] = self._to_norm_of(m, out[m], merge)
         return out
+
+    def _within_radius(self, m: str, chunks: Tensor, merge: Tensor) -> Tensor:
+        """Normalised ``chunks`` whose change to the (raw) ``merge`` chunks is bounded smoothly
+        below ``max_deviation`` times the merge's norm, per row and layer (``CVAEConfig``)."""
+        d = self.denormalise(m, chunks) - merge
+        r2 = (self.config.max_deviation**2) * merge.pow(2).sum(-1, keepdim=True)
+        shrink = ((r2 + 1e-30) / (d.pow(2).sum(-1, keepdim=True) + r2 + 1e-30)).sqrt()
+        return self.normalise(m, merge + d * shrink)
 
     def _to_norm_of(self, m: str, chunks: Tensor, reference: Tensor) -> Tensor:
         """Normalised ``chunks`` rescaled so that each ``(row, layer)`` ΔW = BA has the Frobenius

@@ -63,6 +63,14 @@ class CVAEConfig:
     it: every end-to-end run before it first learned one shrink shared by all tasks, and the
     runs that trained the heads then grew their adapters without bound, and both phases hurt
     unseen families (generators v6-v14, ``results/``). Off: the decoder's output as it is."""
+    max_deviation: float = 0.0
+    """Trust radius around the merge: the decoder's change to each row's and layer's factors
+    (A and B, as the zoo stores them) is bounded smoothly below ``max_deviation`` times the
+    merge's own norm, ``d · r / sqrt(|d|² + r²)`` (``r = max_deviation · |merge|``; about ``d``
+    while ``|d|`` is well under ``r``). The end-to-end runs v15-v19 scored best at cosine 0.99 to
+    the merge and then turned away from it within 25 steps, their gradient norm growing 100-fold
+    (``results/generator-v19``); the bound keeps the learned part in the region where it helped.
+    Applied before ``norm_to_merge``. 0: off."""
     beta: float = 0.01
     """KL weight (relative to the per-coordinate reconstruction MSE), reached after warm-up."""
     tau: float = 0.1
@@ -92,9 +100,11 @@ class CVAEConfig:
         if bad:
             raise ValueError(f"CVAEConfig sizes must be positive, got {', '.join(bad)}")
         weights = (self.beta, self.dw_weight, self.recon_weight)
-        if min(weights) < 0 or self.tau <= 0 or not 0 <= self.dropout < 1 or self.mix_noise < 0:
+        bad_rates = self.tau <= 0 or not 0 <= self.dropout < 1 or self.mix_noise < 0
+        if min(weights) < 0 or bad_rates or self.max_deviation < 0:
             raise ValueError(
-                "need beta, dw_weight, recon_weight, mix_noise >= 0, tau > 0, 0 <= dropout < 1: "
+                "need beta, dw_weight, recon_weight, mix_noise, max_deviation >= 0, tau > 0, "
+                "0 <= dropout < 1: "
                 f"{self}"
             )
         if self.recon_weight == 0 and self.dw_weight == 0:

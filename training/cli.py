@@ -278,6 +278,8 @@ def _sft_stage(args, bank, data: GeneratorDataModule, model: LoraCVAE, logs: Pat
         settings["extra_tasks"] = [t.task_id for t in extra.tasks]
     if model.config.norm_to_merge:  # no weights of its own, so the start's hash misses it
         settings["norm_to_merge"] = True
+    if model.config.max_deviation > 0:
+        settings["max_deviation"] = model.config.max_deviation
     begun = time.perf_counter()
     if args.sft_processes > 1:
         job = e2e_distributed.Job(

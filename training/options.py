@@ -21,6 +21,8 @@ _ARCH_HELP = {
     "k": "neighbours retrieved per description",
     "tau": "softmax temperature over neighbour similarities",
     "dropout": "dropout in the condition network and decoder",
+    "max_deviation": "trust radius of the decoder's change to the neighbours' merge, relative to "
+    "the merge's norm per layer (0: off)",
 }
 _ARCH = (*_ARCH_HELP, "summary_in_decoder", "layer_scales", "norm_to_merge")
 _DEFAULTS = SimpleNamespace(**{f.name: f.default for f in fields(CVAEConfig)})

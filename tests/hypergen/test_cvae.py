@@ -231,16 +231,21 @@ def test_layer_scales_multiply_each_layers_update_and_survive_a_checkpoint(bank,
     assert "layer_scales" not in dict(LoraCVAE(small_config(bank.layout)).named_parameters())
 
 
+def assert_fresh_decoder_outputs_the_merge(model, cond, bank):
+    fresh = model.generate(cond, num_samples=1, temperature=0)
+    for m in bank.layout.modules:
+        torch.testing.assert_close(
+            to_chunks(fresh, m)[:, 0], cond[f"merge.{m}"], atol=1e-5, rtol=1e-4
+        )
+    return fresh
+
+
 def test_norm_to_merge_keeps_each_layers_update_at_the_merges_norm(bank, tmp_path):
     torch.manual_seed(0)
     model = LoraCVAE(small_config(bank.layout, norm_to_merge=True))
     model.set_normalisation(bank.weights)
     cond = model.condition_inputs(bank, queries(bank))
-    fresh = model.generate(cond, num_samples=1, temperature=0)
-    for m in bank.layout.modules:  # a fresh decoder still outputs the merge itself
-        torch.testing.assert_close(
-            to_chunks(fresh, m)[:, 0], cond[f"merge.{m}"], atol=1e-5, rtol=1e-4
-        )
+    fresh = assert_fresh_decoder_outputs_the_merge(model, cond, bank)
     with torch.no_grad():  # a decoder that turns and grows the adapter, per layer
         for m in bank.layout.modules:
             model.heads[m][-1].weight.normal_(0, 0.5)
@@ -492,3 +497,34 @@ def test_fp16_checkpoint_loads_close_to_fp32(tmp_path):
     wa, wb = a.generate(cond, temperature=0), b.generate(cond, temperature=0)
     for k in wa:
         assert (wa[k] - wb[k]).abs().max() < 1e-2 * (wa[k].abs().max() + 1e-6)
+
+
+def test_max_deviation_keeps_the_decoders_change_inside_a_radius_around_the_merge(bank, tmp_path):
+    torch.manual_seed(0)
+    model = LoraCVAE(small_config(bank.layout, max_deviation=0.15))
+    model.set_normalisation(bank.weights)
+    cond = model.condition_inputs(bank, queries(bank))
+    fresh = assert_fresh_decoder_outputs_the_merge(model, cond, bank)
+    with torch.no_grad():  # a decoder that moves far from the merge
+        for m in bank.layout.modules:
+            model.heads[m][-1].weight.normal_(0, 0.5)
+            model.gates[m].bias.fill_(2.0)
+    plain = LoraCVAE(small_config(bank.layout))
+    plain.load_state_dict(model.state_dict())
+    for gen, bounded in ((model, True), (plain, False)):
+        torch.manual_seed(1)
+        out = gen.generate(cond, num_samples=2, temperature=1.0)
+        for m in bank.layout.modules:
+            merge = cond[f"merge.{m}"][:, None]  # (B, 1, L, chunk)
+            rel = (to_chunks(out, m) - merge).norm(dim=-1) / merge.norm(dim=-1)
+            if bounded:
+                assert rel.max() < 0.15 and rel.min() > 0.05  # moved, inside the radius
+            else:
+                assert rel.max() > 1.0  # the same decoder without the radius goes far
+    x = model.normalise(m, torch.randn(to_chunks(fresh, m).shape)).requires_grad_(True)
+    model._within_radius(m, x, torch.zeros_like(x)).sum().backward()  # merge 0: finite
+    assert torch.isfinite(x.grad).all()
+    model.save_pretrained(tmp_path / "gen", dtype=torch.float32)
+    assert LoraCVAE.from_pretrained(tmp_path / "gen").config.max_deviation == 0.15
+    with pytest.raises(ValueError, match="max_deviation"):
+        small_config(bank.layout, max_deviation=-0.1)

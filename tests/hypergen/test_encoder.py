@@ -20,6 +20,22 @@ def test_encode_is_normalised_and_batched(encoder):
     np.testing.assert_allclose(single, batch[1], atol=1e-5)
 
 
+def test_one_pass_gives_sentence_transformers_numbers(encoder):
+    texts = [
+        "  padded with spaces \n",
+        "UPPER case Text",
+        "émoji 😀 and ünïcode, right-to-left עברית",
+        "x",
+        "describe the task " * 200,  # past the window: both cut it to the first 256 pieces
+    ]
+    reference = encoder.model.encode(texts, normalize_embeddings=True)
+    encoder.model.train()  # left in training mode by someone: dropout must still be off
+    np.testing.assert_allclose(encoder.encode(texts, truncate=True), reference, atol=1e-6)
+    assert not encoder.model.training
+    many = encoder.encode(texts, batch_size=2, truncate=True)  # the batched path
+    np.testing.assert_allclose(many, reference, atol=1e-5)
+
+
 def test_similar_descriptions_are_closer(encoder):
     a, b, c = encoder.encode(
         [

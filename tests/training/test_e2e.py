@@ -692,3 +692,19 @@ def test_cli_trains_on_extra_tasks_and_records_them(
     ]
     state = json.loads((tmp_path / "logs" / "e2e-state" / "checkpoint" / "state.json").read_text())
     assert state["settings"]["extra_tasks"] == ["synthetic:parity"]
+
+
+def test_cli_trust_radius_is_part_of_a_runs_settings(setup, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+    state = tmp_path / "state"
+    argv = ["--zoo", str(setup / "zoo"), "--epochs", "0", "--k", "3", "--state", str(state)]
+    argv += ["--sft-steps", "2", "--sft-rows", "2", "--sft-examples", "1", "--val-fraction", "0"]
+    argv += ["--base-model", str(tiny_model_dir), "--quiet", "--logs", str(tmp_path / "logs")]
+    argv += ["--sft-warmup", "1", "--base-dtype", "float32", "--sft-lr", "1e-1"]
+    assert main([*argv, "--out", str(tmp_path / "a"), "--max-deviation", "0.2"]) == 0
+    meta = json.loads((state / "checkpoint" / "state.json").read_text())
+    assert meta["settings"]["max_deviation"] == 0.2
+    assert LoraCVAE.from_pretrained(tmp_path / "a").config.max_deviation == 0.2
+    resumed = [*argv, "--out", str(tmp_path / "b"), "--max-deviation", "0.4", "--sft-steps", "3"]
+    resumed[resumed.index("--state")] = "--resume"
+    assert main(resumed) == 2  # the same fresh weights, another radius: a new run, not this one
+    assert "other settings (differing: max_deviation)" in capsys.readouterr().err

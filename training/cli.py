@@ -42,14 +42,9 @@ from hypergen.cvae import CheckpointError, LoraCVAE
 from hypergen.errors import HypergenError
 from training import e2e, e2e_distributed, options, provenance
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import (
-    EndToEnd,
-    ExtraTasks,
-    check_trainable,
-    extra_tasks,
-    matching,
-    zoo_tasks,
-)
+from training.e2e import EndToEnd, check_trainable
+from training.e2e_extra import ExtraTasks, extra_tasks
+from training.e2e_tasks import matching, zoo_tasks
 from training.module import GeneratorModule, new_model
 from training.options import _ARCH, sft_config
 

@@ -119,7 +119,7 @@ class RowDataset(Dataset):
 
     The rows are ``bank``'s description rows, or with ``row_expert`` and ``embeddings`` a table
     that extends them (rows of tasks without an expert, numbered after the bank's experts; see
-    :class:`training.e2e.ExtraTasks`)."""
+    :class:`training.e2e_extra.ExtraTasks`)."""
 
     def __init__(
         self,

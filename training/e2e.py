@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,10 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from expert_zoo.cli import matches
 from expert_zoo.scoring import _decoder_and_head
 from expert_zoo.tasks import Example, Task
-from expert_zoo.train import ExpertTrainConfig
 from hypergen.bank import ExpertBank
 from hypergen.base_model import BaseModel, warn_if_bf16_is_emulated
 from hypergen.cvae import LoraCVAE
@@ -62,7 +59,7 @@ from hypergen.layout import Weights
 from hypergen.prompting import IGNORE_INDEX, make_batch
 from training.data import GeneratorDataModule, RowDataset
 from training.e2e_config import DTYPES, TRAINABLE, E2EConfig
-from training.evaluation.baselines import load_zoo_tasks, zoo_recipe, zoo_records
+from training.e2e_extra import ExtraTasks
 from training.lora_batch import BatchedLora, dw_inner, geometry
 from training.module import RowConditions
 
@@ -78,161 +75,6 @@ def check_trainable(model: LoraCVAE, trainable: str) -> None:
             "this generator has no layer scales to train: build one with hypergen-train "
             "--layer-scales (a --warm-start keeps its own architecture)"
         )
-
-
-def task_ids(zoo, bank: ExpertBank) -> list[str]:
-    """The ``task_id`` of each expert of ``bank``, from its record in ``zoo``.
-
-    Raises:
-        ValueError: an expert's record lacks it (a zoo built before task ids were kept).
-    """
-    records = {r["expert_id"]: r for r in zoo_records(zoo)}
-    missing = [e for e in bank.expert_ids if "task_id" not in records.get(e, {})]
-    if missing:
-        raise ValueError(
-            f"the end-to-end stage (--sft-steps) needs each expert's task_id; missing for {missing[:5]}"
-        )
-    return [records[e]["task_id"] for e in bank.expert_ids]
-
-
-def matching(zoo, bank: ExpertBank, only: Sequence[str] = ()) -> np.ndarray:
-    """Boolean mask of the experts whose task id matches one of the fnmatch patterns ``only``
-    (every expert when it is empty).
-
-    Raises:
-        ValueError: no task id matches.
-    """
-    ids = task_ids(zoo, bank)
-    mask = np.array([matches(t, list(only)) for t in ids])
-    if not mask.any():
-        raise ValueError(
-            f"no expert's task id matches --sft-only {list(only)} (ids look like {ids[0]!r}; "
-            "see expert-zoo list)"
-        )
-    return mask
-
-
-def zoo_tasks(
-    zoo, bank: ExpertBank, only: Sequence[str] = ()
-) -> tuple[list[Task | None], ExpertTrainConfig]:
-    """Each expert's task of ``bank`` (re-loaded by the ``task_id`` its record in ``zoo`` keeps),
-    in expert order, and the zoo's training recipe. With ``only`` (:func:`matching`), the tasks
-    of the other experts are not loaded: ``None`` in their place."""
-    ids, wanted = task_ids(zoo, bank), matching(zoo, bank, only)
-    loaded = iter(load_zoo_tasks([t for t, w in zip(ids, wanted, strict=True) if w]))
-    tasks = [next(loaded) if w else None for w in wanted]
-    return tasks, zoo_recipe(list(zoo_records(zoo)))
-
-
-def catalogue_ids() -> list[str]:
-    """The ids of the task catalogue's training tasks (every source's tasks of families outside
-    the held-out rule: packaged, Debian, npm and synthetic), sorted."""
-    from expert_zoo.tasks.base import is_held_out
-    from expert_zoo.tasks.debian import DEBIAN_SOURCES
-    from expert_zoo.tasks.npm import NPM_SOURCES
-    from expert_zoo.tasks.packaged import SOURCES, select_sources
-    from expert_zoo.tasks.synthetic import synthetic_tasks
-
-    packaged = select_sources([*SOURCES, *DEBIAN_SOURCES, *NPM_SOURCES], "train")
-    synthetic = [t.task_id for t in synthetic_tasks(1, 0) if not is_held_out(t.family)]
-    return sorted({*(s.task_id for s in packaged), *synthetic})
-
-
-def extra_tasks(zoo, bank: ExpertBank, patterns: Sequence[str]) -> list[Task]:
-    """The catalogue's training tasks (:func:`catalogue_ids`) whose id matches one of the fnmatch
-    ``patterns`` and that no expert of ``bank`` was trained on, loaded, in id order.
-
-    Raises:
-        ValueError: no such task (every match already has an expert, or nothing matches).
-    """
-    from expert_zoo.tasks.by_id import load_tasks
-
-    held = set(task_ids(zoo, bank))
-    matched = [t for t in catalogue_ids() if matches(t, list(patterns))]
-    wanted = [t for t in matched if t not in held]
-    if not wanted:
-        why = f"all {len(matched)} that match have an expert" if matched else "none matches"
-        raise ValueError(
-            f"--sft-extra {list(patterns)}: no catalogue training task without an expert ({why}); "
-            "task ids look like 'dict-freedict-eng-deu:freedict_eng_deu'"
-        )
-    return load_tasks(wanted)
-
-
-@dataclass
-class ExtraTasks:
-    """Training tasks without an expert in the zoo, as description rows that follow the bank's:
-    task ``j`` is expert number ``len(bank) + j`` of the stage (it has no weights and is never
-    retrieved), its descriptions' rows come after the bank's rows, and each row's neighbours are
-    the zoo's training experts outside the task's family (as a training expert's are, see
-    :mod:`training.data`)."""
-
-    tasks: list[Task]
-    row_task: np.ndarray
-    """``(n,)`` the task (index into ``tasks``) of each row."""
-    embeddings: np.ndarray
-    """``(n, d)`` the rows' description embeddings (unit norm)."""
-    idx: np.ndarray
-    sims: np.ndarray
-    dropped: list[str]
-    """Task ids left out because their family is a validation family (training on them would
-    leak the family the validation loss measures as unseen)."""
-
-    @classmethod
-    def build(
-        cls,
-        tasks: Sequence[Task],
-        bank: ExpertBank,
-        data: GeneratorDataModule,
-        encoder=None,
-    ) -> ExtraTasks:
-        """Embed ``tasks``' descriptions with ``encoder`` (default: the shipped encoder; it must be
-        the one the zoo was embedded with) and retrieve each row's ``data.k`` neighbours from
-        ``bank`` (never a validation expert, never one of the task's family when
-        ``data.exclude_same_family``)."""
-        from hypergen.encoder import TaskEncoder
-
-        data.setup()
-        val_families = {bank.families[int(e)] for e in data.val_experts} - {""}
-        kept = [t for t in tasks if t.family not in val_families]
-        dropped = [t.task_id for t in tasks if t.family in val_families]
-        empty = [t.task_id for t in kept if not t.train]
-        if empty:
-            raise ValueError(f"extra tasks without training examples: {empty[:5]}")
-        d = bank.embeddings.shape[1]
-        if not kept:
-            none = np.zeros(0, np.int64)
-            return cls(
-                [],
-                none,
-                np.zeros((0, d), np.float32),
-                none.reshape(0, data.k),
-                np.zeros((0, data.k), np.float32),
-                dropped,
-            )
-        encoder = encoder or TaskEncoder()
-        if getattr(encoder, "name", bank.encoder) != bank.encoder:
-            raise ValueError(
-                f"the zoo's descriptions were embedded with {bank.encoder!r}, not {encoder.name!r}"
-            )
-        texts = [text for t in kept for text in t.descriptions]
-        row_task = np.repeat(np.arange(len(kept)), [len(t.descriptions) for t in kept])
-        embeddings = encoder.encode(texts, truncate=True).reshape(len(texts), d)
-        val = set(data.val_experts.tolist())
-        by_family: dict[str, set[int]] = {}
-        for i, family in enumerate(bank.families):
-            by_family.setdefault(family, set()).add(i)
-        excluded = [  # an empty family name is a family of one, as in training.data
-            val
-            | (
-                by_family.get(kept[j].family, set())
-                if data.exclude_same_family and kept[j].family
-                else set()
-            )
-            for j in row_task.tolist()
-        ]
-        idx, sims = bank.search(embeddings, data.k, excluded)
-        return cls(kept, row_task, embeddings.astype(np.float32), idx, sims, dropped)
 
 
 class EndToEnd:
@@ -586,4 +428,11 @@ class EndToEnd:
 
 from training.e2e_loop import learning_rate, summary, train_e2e  # noqa: E402  (re-exported)
 
-__all__ = ["BatchedLora", "E2EConfig", "EndToEnd", "learning_rate", "summary", "train_e2e"]
+__all__ = [
+    "BatchedLora",
+    "E2EConfig",
+    "EndToEnd",
+    "learning_rate",
+    "summary",
+    "train_e2e",
+]

@@ -22,8 +22,10 @@ import torch.multiprocessing as mp
 from hypergen.base_model import load_base_model
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, ExtraTasks, matching, train_e2e, zoo_tasks
+from training.e2e import EndToEnd, train_e2e
 from training.e2e_config import E2EConfig
+from training.e2e_extra import ExtraTasks
+from training.e2e_tasks import matching, zoo_tasks
 
 
 @dataclass

@@ -38,9 +38,10 @@ from hypergen.base_model import load_base_model
 from hypergen.layout import Weights
 from hypergen.router import NeighbourRouter, record_gain
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import EndToEnd, matching, zoo_tasks
+from training.e2e import EndToEnd
 from training.e2e_config import E2EConfig
 from training.e2e_state import _pack_optimizer, _unpack_optimizer, append_metrics, read_metrics
+from training.e2e_tasks import matching, zoo_tasks
 from training.evaluation.baselines import zoo_records
 from training.module import new_model
 

@@ -32,7 +32,8 @@ import torch
 from hypergen.conditioning import merge_pairs
 from hypergen.cvae import CVAEConfig, LoraCVAE
 from training.data import GeneratorDataModule, load_bank
-from training.e2e import E2EConfig, EndToEnd, zoo_tasks
+from training.e2e import E2EConfig, EndToEnd
+from training.e2e_tasks import zoo_tasks
 from training.module import new_model
 
 

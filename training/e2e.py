@@ -194,7 +194,12 @@ class EndToEnd:
         c = self.config
         rng = np.random.default_rng([c.seed, step])
         experts = np.array(sorted(self.rows_of))
-        chosen = rng.choice(experts, size=min(c.tasks_per_step, len(experts)), replace=False)
+        size = min(c.tasks_per_step, len(experts))
+        if c.balance_sources:
+            shares = np.array(_source_shares([self.tasks[int(e)].family for e in experts]))
+            chosen = rng.choice(experts, size=size, replace=False, p=shares / shares.sum())
+        else:
+            chosen = rng.choice(experts, size=size, replace=False)
         rows, examples, owner = [], [], []
         for i, e in enumerate(chosen.tolist()):
             options = self.rows_of[e]
@@ -332,8 +337,10 @@ class EndToEnd:
     def _val_shares(self, rows: Sequence[int]) -> list[float]:
         """Each validation task's share of the family-weighted validation loss: 1 / (number of
         families × its family's validation tasks), so that a family counts once however many
-        subtasks of it were drawn."""
+        subtasks of it were drawn; with ``balance_sources``, each source counts once first."""
         names = [self.bank.families[int(self.bank.row_expert[r])] or f"\0{r}" for r in rows]
+        if self.config.balance_sources:
+            return _source_shares(names)
         counts = {n: names.count(n) for n in names}
         return [1.0 / (counts[n] * len(counts)) for n in names]
 
@@ -344,7 +351,7 @@ class EndToEnd:
         """Mean answer loss of the validation ``examples``, each scored with adapter
         ``owner[i]``; ``task[i]`` (default ``owner``) is the example's own task. With
         ``family_weighted_val``, each family weighs the same (:meth:`_val_shares`)."""
-        family = self.config.family_weighted_val
+        family = self.config.family_weighted_val or self.config.balance_sources
         if family:
             task = list(owner if task is None else task)
             share = self._val_shares(self.val_rows())
@@ -424,6 +431,22 @@ class EndToEnd:
             own = dw_inner(weights, weights, mods).clamp_min(1e-30)
             out["sample_spread"] = float((diff.clamp_min(0) / own).sqrt().mean())
         return out
+
+
+def _source_shares(families: Sequence[str]) -> list[float]:
+    """Each task's share when every source (a family name's first ``_``-separated word) weighs
+    the same, then every family within its source, then every task within its family
+    (:attr:`E2EConfig.balance_sources`); an empty family name is a source of its own."""
+    names = [f or f"\0{i}" for i, f in enumerate(families)]
+    source = [n.split("_", 1)[0] for n in names]
+    tasks_in = {n: names.count(n) for n in names}
+    families_in = {
+        s: len({n for n, t in zip(names, source, strict=True) if t == s}) for s in source
+    }
+    return [
+        1.0 / (len(families_in) * families_in[s] * tasks_in[n])
+        for n, s in zip(names, source, strict=True)
+    ]
 
 
 from training.e2e_loop import learning_rate, summary, train_e2e  # noqa: E402  (re-exported)

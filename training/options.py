@@ -194,6 +194,14 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "subtasks the split drew (default: %(default)s)",
     )
     sft(
+        "--sft-balance-sources",
+        action=argparse.BooleanOptionalAction,
+        default=d.balance_sources,
+        help="draw training tasks and weigh validation tasks so that each source (a family "
+        "name's first _-separated word: all FreeDict dictionaries are one) counts once, then "
+        "each family in it (default: %(default)s)",
+    )
+    sft(
         "--sft-only",
         action="append",
         metavar="PATTERN",
@@ -329,6 +337,7 @@ def sft_config(args) -> E2EConfig:
         val_examples=args.sft_val_examples,
         patience=args.sft_patience,
         family_weighted_val=args.sft_family_weighted_val,
+        balance_sources=args.sft_balance_sources,
         only=list(args.sft_only),
         extra=list(args.sft_extra),
         save_every_s=args.save_every,

@@ -26,7 +26,7 @@ from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  #
 from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
-from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
+from training.e2e import BatchedLora, E2EConfig, EndToEnd, _source_shares, train_e2e
 from training.e2e_extra import ExtraTasks, extra_tasks
 from training.e2e_loop import summary
 from training.e2e_tasks import zoo_tasks
@@ -702,3 +702,33 @@ def test_cli_trust_radius_is_part_of_a_runs_settings(setup, tiny_model_dir, tmp_
     resumed[resumed.index("--state")] = "--resume"
     assert main(resumed) == 2  # the same fresh weights, another radius: a new run, not this one
     assert "other settings (differing: max_deviation)" in capsys.readouterr().err
+
+
+def test_source_shares_weigh_sources_then_families_then_tasks():
+    names = ["freedict_a_b", "freedict_c_d", "freedict_c_d", "celex_x", "", "spam"]
+    shares = _source_shares(names)  # sources: freedict (2 families), celex, "" (its own), spam
+    assert shares == pytest.approx([1 / 8, 1 / 16, 1 / 16, 1 / 4, 1 / 4, 1 / 4])
+    assert _source_shares(["x", "y"]) == [0.5, 0.5]
+
+
+def test_balanced_draws_give_each_source_the_same_share(parts):
+    bank = parts[0]
+    stage = _stage(parts, balance_sources=True, tasks_per_step=1)
+    experts = sorted(stage.rows_of)
+    source = {e: stage.tasks[e].family.split("_", 1)[0] for e in experts}
+    assert len(set(source.values())) < len(experts)  # some source holds several tasks
+    drawn = [source[bank.row_expert[stage.draw(step)[0][0]]] for step in range(800)]
+    for s in set(source.values()):  # every source about equally often, however many tasks
+        assert abs(drawn.count(s) / len(drawn) - 1 / len(set(source.values()))) < 0.06
+    plain = _stage(parts, tasks_per_step=1)
+    assert [plain.draw(t) for t in range(20)] != [stage.draw(t) for t in range(20)]
+    assert stage.draw(7) == _stage(parts, balance_sources=True, tasks_per_step=1).draw(7)
+    rows = stage.val_rows()
+    names = [bank.families[int(bank.row_expert[r])] for r in rows]
+    assert stage._val_shares(rows) == _source_shares(names)
+    assert (
+        "balance_sources" not in E2EConfig().key()
+        and E2EConfig(balance_sources=True).key()["balance_sources"]
+    )
+    stage.close()
+    plain.close()

@@ -133,6 +133,10 @@ class EndToEnd:
         self.data = data
         self.rows = RowDataset(np.arange(len(row_expert)), bank, idx, sims, row_expert, embeddings)
         self.rows_of = {e: np.flatnonzero(row_expert == e) for e in trained}
+        self.draw_p = None  # the experts' draw probabilities, in sorted order (balance_sources)
+        if config.balance_sources:
+            p = np.array(_shares([tasks[e].family for e in sorted(self.rows_of)], by_source=True))
+            self.draw_p = p / p.sum()
         self.conditions = RowConditions(
             bank, model.layout, model.config.tau, model.config.summary_in_decoder, len(row_expert)
         )
@@ -195,11 +199,7 @@ class EndToEnd:
         rng = np.random.default_rng([c.seed, step])
         experts = np.array(sorted(self.rows_of))
         size = min(c.tasks_per_step, len(experts))
-        if c.balance_sources:
-            shares = np.array(_source_shares([self.tasks[int(e)].family for e in experts]))
-            chosen = rng.choice(experts, size=size, replace=False, p=shares / shares.sum())
-        else:
-            chosen = rng.choice(experts, size=size, replace=False)
+        chosen = rng.choice(experts, size=size, replace=False, p=self.draw_p)
         rows, examples, owner = [], [], []
         for i, e in enumerate(chosen.tolist()):
             options = self.rows_of[e]
@@ -338,11 +338,8 @@ class EndToEnd:
         """Each validation task's share of the family-weighted validation loss: 1 / (number of
         families × its family's validation tasks), so that a family counts once however many
         subtasks of it were drawn; with ``balance_sources``, each source counts once first."""
-        names = [self.bank.families[int(self.bank.row_expert[r])] or f"\0{r}" for r in rows]
-        if self.config.balance_sources:
-            return _source_shares(names)
-        counts = {n: names.count(n) for n in names}
-        return [1.0 / (counts[n] * len(counts)) for n in names]
+        names = [self.bank.families[int(self.bank.row_expert[r])] for r in rows]
+        return _shares(names, by_source=self.config.balance_sources)
 
     @torch.no_grad()
     def _val_loss(
@@ -433,12 +430,13 @@ class EndToEnd:
         return out
 
 
-def _source_shares(families: Sequence[str]) -> list[float]:
-    """Each task's share when every source (a family name's first ``_``-separated word) weighs
-    the same, then every family within its source, then every task within its family
-    (:attr:`E2EConfig.balance_sources`); an empty family name is a source of its own."""
+def _shares(families: Sequence[str], by_source: bool = False) -> list[float]:
+    """Each task's share when every family weighs the same, then every task within its family;
+    with ``by_source``, every source (a family name's first ``_``-separated word) weighs the same
+    first, then every family within it (:attr:`E2EConfig.balance_sources`). An empty family name
+    is a family, and a source, of its own."""
     names = [f or f"\0{i}" for i, f in enumerate(families)]
-    source = [n.split("_", 1)[0] for n in names]
+    source = [n.split("_", 1)[0] if by_source else n for n in names]
     tasks_in = {n: names.count(n) for n in names}
     families_in = {
         s: len({n for n, t in zip(names, source, strict=True) if t == s}) for s in source

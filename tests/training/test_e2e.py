@@ -26,7 +26,7 @@ from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  #
 from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
-from training.e2e import BatchedLora, E2EConfig, EndToEnd, _source_shares, train_e2e
+from training.e2e import BatchedLora, E2EConfig, EndToEnd, _shares, train_e2e
 from training.e2e_extra import ExtraTasks, extra_tasks
 from training.e2e_loop import summary
 from training.e2e_tasks import zoo_tasks
@@ -706,9 +706,11 @@ def test_cli_trust_radius_is_part_of_a_runs_settings(setup, tiny_model_dir, tmp_
 
 def test_source_shares_weigh_sources_then_families_then_tasks():
     names = ["freedict_a_b", "freedict_c_d", "freedict_c_d", "celex_x", "", "spam"]
-    shares = _source_shares(names)  # sources: freedict (2 families), celex, "" (its own), spam
+    shares = _shares(names, by_source=True)  # sources: freedict (2 families), celex, "", spam
     assert shares == pytest.approx([1 / 8, 1 / 16, 1 / 16, 1 / 4, 1 / 4, 1 / 4])
-    assert _source_shares(["x", "y"]) == [0.5, 0.5]
+    assert _shares(["x", "y"], by_source=True) == [0.5, 0.5]
+    by_family = _shares(names)  # 5 families, freedict_c_d's two tasks share one
+    assert by_family == pytest.approx([1 / 5, 1 / 10, 1 / 10, 1 / 5, 1 / 5, 1 / 5])
 
 
 def test_balanced_draws_give_each_source_the_same_share(parts):
@@ -725,7 +727,7 @@ def test_balanced_draws_give_each_source_the_same_share(parts):
     assert stage.draw(7) == _stage(parts, balance_sources=True, tasks_per_step=1).draw(7)
     rows = stage.val_rows()
     names = [bank.families[int(bank.row_expert[r])] for r in rows]
-    assert stage._val_shares(rows) == _source_shares(names)
+    assert stage._val_shares(rows) == _shares(names, by_source=True)
     assert (
         "balance_sources" not in E2EConfig().key()
         and E2EConfig(balance_sources=True).key()["balance_sources"]

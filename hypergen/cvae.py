@@ -365,6 +365,33 @@ class LoraCVAE(nn.Module):
             z = z + temperature * sigma * eps
         return self.decode(z, c, cond), mu, logvar
 
+    def decode_posterior(
+        self,
+        cond: dict[str, Tensor],
+        weights: Weights,
+        mask: Tensor,
+        eps: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Decode rows ``mask`` from ``z ~ q(z | x, c)`` (reparameterised) and the others from
+        the prior's mean, where ``x`` are the masked rows' target adapters ``weights`` (stacked,
+        one per masked row, in row order). Returns normalised chunks ``{m: (n, L, chunk_m)}``
+        and each row's ``KL(q(z|x,c) ‖ p(z|c))`` (0 for the unmasked rows), shape ``(n,)``.
+        Differentiable: the end-to-end stage's ELBO over the tasks' answers, whose posterior
+        reads the task's expert (the CVAE of SG-LoRA and ICM-LoRA, trained through the base
+        model instead of on weights)."""
+        c = self.condition(cond)
+        mu_p, logvar_p = self.prior(c)
+        z, kl = mu_p, mu_p.new_zeros(mu_p.shape[0])
+        if bool(mask.any()):
+            x = {m: self.normalise(m, to_chunks(weights, m).float()) for m in self.layout.modules}
+            mu_q, logvar_q = self.posterior(x, c[mask])
+            eps = torch.randn_like(mu_q) if eps is None else eps
+            z = z.clone()
+            z[mask] = mu_q + (0.5 * logvar_q).exp() * eps
+            kl = kl.clone()
+            kl[mask] = _kl(mu_q, logvar_q, mu_p[mask], logvar_p[mask])
+        return self.decode(z, c, cond), kl
+
     def condition_inputs(self, bank, query_emb: np.ndarray, exclude=None) -> dict[str, Tensor]:
         """:func:`condition_inputs` with this model's ``k`` and ``tau``."""
         c = self.config

@@ -21,7 +21,14 @@ The latent: with ``kl_weight > 0`` each row's adapter is decoded from ``z ~ p(z 
 a latent-adapter model of the answers, whose amortised posterior is the generator's prior. The
 KL keeps the prior's spread from collapsing, so samples at temperature > 0 are different
 adapters that were each trained to answer well (what best-of-n chooses among). With 0 the
-prior's mean is decoded, as ``generate(temperature=0)`` does.
+prior's mean is decoded, as ``generate(temperature=0)`` does. That latent carries nothing
+about the task (it is noise that the decoder learns to ignore: results/generator-v22's samples
+differ by 0.04%). With ``posterior_fraction > 0`` it is a conditional VAE's instead: that part
+of a step's tasks decode from ``z ~ q(z | the task's expert, c)``, the posterior reading the
+expert's weights, and the loss adds ``kl_weight · KL(q ‖ p(z | c))``; the other tasks decode
+the prior's mean, so the adapter that ``generate(temperature=0)`` makes is still trained on
+answers. The latent then holds what the description leaves open about the task and the prior
+learns where such latents lie, so samples are different plausible adapters for best-of-n.
 
 Resuming: every draw of a step (experts, rows, examples, dropout, latent noise) is a function
 of ``(seed, step)``, so the state to keep is the generator, the AdamW moments, the step and the
@@ -132,6 +139,7 @@ class EndToEnd:
         model.to(self.device)
         self.data = data
         self.rows = RowDataset(np.arange(len(row_expert)), bank, idx, sims, row_expert, embeddings)
+        self.row_expert = row_expert
         self.rows_of = {e: np.flatnonzero(row_expert == e) for e in trained}
         self.draw_p = None  # the experts' draw probabilities, in sorted order (balance_sources)
         if config.balance_sources:
@@ -177,6 +185,31 @@ class EndToEnd:
         self._chunks, mu, logvar = self.model.decode_prior(cond, 1.0 if sample else 0.0, eps)
         kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
         return self.model.to_weights(self._chunks), kl
+
+    def posterior_adapters(
+        self,
+        cond: dict[str, Tensor],
+        rows: Sequence[int],
+        mask: np.ndarray,
+        eps: Tensor | None = None,
+    ) -> tuple[Weights, Tensor]:
+        """The rows' adapters and KL per row: rows ``mask`` (:meth:`posterior_mask`) decoded
+        from ``z ~ q(z | the row's expert, c)``, the others from the prior's mean
+        (:meth:`LoraCVAE.decode_posterior`); ``eps`` ``(len(rows), latent)``."""
+        targets = self.bank.gather(torch.as_tensor(self.row_expert[np.asarray(rows)][mask]))
+        targets = {k: v.to(self.device) for k, v in targets.items()}
+        mask_t = torch.as_tensor(mask, device=self.device)
+        self._chunks, kl = self.model.decode_posterior(
+            cond, targets, mask_t, None if eps is None else eps[mask_t]
+        )
+        return self.model.to_weights(self._chunks), kl
+
+    def posterior_mask(self, rows: Sequence[int]) -> np.ndarray:
+        """Which of a draw's ``rows`` decode from the posterior: of those whose expert is in the
+        zoo (not an ``extra`` task), the first ``ceil(posterior_fraction · len(rows))``."""
+        has = self.row_expert[np.asarray(rows, dtype=np.int64)] < len(self.bank)
+        quota = int(np.ceil(self.config.posterior_fraction * len(rows) - 1e-9))
+        return has & (np.cumsum(has) <= quota)
 
     def residual(self, cond: dict[str, Tensor]) -> Tensor:
         """Mean square of the last decoded chunks' distance from the normalised merge."""
@@ -256,15 +289,23 @@ class EndToEnd:
         torch.manual_seed(c.seed * 1_000_003 + step)  # dropout and latent noise of this step
         self.model.train()
         rows, examples, owner = self.draw(step)
-        eps = None
+        eps, post = None, None
+        if c.posterior_fraction > 0:  # decided on the whole draw: a process's share keeps it
+            eps = torch.randn(len(rows), self.model.config.latent_dim)
+            post = self.posterior_mask(rows)
         if self.world > 1:
             mine = self.mine(len(rows))
             if c.kl_weight > 0:  # one draw for the whole step, each process its tasks' rows
-                eps = torch.randn(len(rows), self.model.config.latent_dim)
-                eps = eps[mine].to(self.device)
+                eps = torch.randn(len(rows), self.model.config.latent_dim) if eps is None else eps
+                eps = eps[mine]
+                post = None if post is None else post[mine]
             rows, examples, owner = self.share(rows, examples, owner)
         cond = self.batch(rows)
-        weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
+        eps = None if eps is None else eps.to(self.device)
+        if post is not None:
+            weights, kl = self.posterior_adapters(cond, rows, post, eps)
+        else:
+            weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
             anchor, kl = self.residual(cond), kl.mean()
@@ -408,7 +449,9 @@ class EndToEnd:
     def validate(self) -> dict:
         """``val_loss`` (generated), ``val_loss_other`` (each task with the adapter generated
         from the next validation task's description), ``norm_ratio``, ``cos_merge`` and, with
-        a latent in training, ``sample_spread`` (‖ΔW₁ − ΔW₂‖ / ‖ΔW_mean‖ of two samples)."""
+        a latent in training, ``sample_spread`` (‖ΔW₁ − ΔW₂‖ / ‖ΔW_mean‖ of two samples); with
+        ``posterior_fraction``, ``val_loss_posterior``: each task's adapter decoded from the
+        posterior's mean given the task's own expert (how much the latent can carry)."""
         rows = self.val_rows()
         if not rows:
             return {}
@@ -417,6 +460,11 @@ class EndToEnd:
         weights, _ = self.adapters(cond)
         out = self.val_losses(weights, rows)
         out.update(geometry(weights, self.merges(cond), self.model.layout.modules))
+        if self.config.posterior_fraction > 0:  # what the latent can hold: q's mean, own expert
+            mask = np.ones(len(rows), dtype=bool)
+            eps = torch.zeros(len(rows), self.model.config.latent_dim, device=self.device)
+            own, _ = self.posterior_adapters(cond, rows, mask, eps)
+            out["val_loss_posterior"] = self._val_loss(own, *self._val_examples(rows))
         if self.config.kl_weight > 0:
             torch.manual_seed(self.config.seed)
             one, _ = self.adapters(cond, sample=True)

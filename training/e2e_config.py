@@ -29,6 +29,13 @@ class E2EConfig:
     """Weight of the mean square of the decoder's residual from the merge (normalised space)."""
     kl_weight: float = 0.0
     """> 0: decode z ~ p(z|c) in training and add kl_weight · KL(p(z|c) ‖ N(0, I))."""
+    posterior_fraction: float = 0.0
+    """> 0: this fraction of each step's tasks (those with an expert in the zoo, in draw order)
+    decode their adapter from ``z ~ q(z | their expert's weights, c)`` and the loss adds
+    ``kl_weight · KL(q ‖ p(z|c))`` (needs ``kl_weight > 0``); the step's other tasks decode the
+    prior's mean. The latent then carries what the description does not say about a task, and
+    the prior learns where those latents lie, so that samples are different adapters.
+    0: ``kl_weight`` alone decides (z ~ p(z|c) with KL to N(0, I), or the prior's mean)."""
     contrast_weight: float = 0.0
     """> 0: also score each example with the adapter of another task of the step and add
     ``contrast_weight · max(0, contrast_margin − (loss_other − loss_own))``, so that an adapter
@@ -95,6 +102,13 @@ class E2EConfig:
                 "need lr > 0 and anchor_weight, kl_weight, weight_decay, contrast_weight, "
                 "contrast_margin >= 0"
             )
+        if not 0 <= self.posterior_fraction <= 1:
+            raise ValueError(f"posterior_fraction must be in [0, 1], got {self.posterior_fraction}")
+        if self.posterior_fraction > 0 and self.kl_weight <= 0:
+            raise ValueError(
+                "posterior_fraction > 0 needs kl_weight > 0 (the weight of KL(q ‖ p)); without "
+                "it the latent could copy the expert"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.trainable not in TRAINABLE:
@@ -124,6 +138,7 @@ _ADDED = {
     "contrast_margin": 0.5,
     "family_weighted_val": False,
     "balance_sources": False,
+    "posterior_fraction": 0.0,
     "only": [],
     "extra": [],
 }

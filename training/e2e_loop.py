@@ -166,8 +166,12 @@ def _start(stage: EndToEnd, state: Path, settings: dict, opt, record: dict) -> N
 def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
     """Sum the processes' gradients (each process's loss is its share of the step's mean, so
     the sum is the gradient of the whole step), in one flat buffer."""
-    used = [p for p in params if p.grad is not None]  # the same on every process (one graph)
-    flat = torch.cat([p.grad.reshape(-1) for p in used])
+    reached = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    dist.all_reduce(reached)  # a part only some processes' tasks reach (the posterior) counts
+    used = [p for p, n in zip(params, reached.tolist(), strict=True) if n]
+    flat = torch.cat(
+        [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in used]
+    )
     dist.all_reduce(flat)
     offset = 0
     for p in used:  # a parameter no loss reached keeps no gradient, so AdamW leaves it alone

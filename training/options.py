@@ -151,6 +151,14 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "so that samples differ (default: %(default)s: the prior mean)",
     )
     sft(
+        "--sft-posterior-fraction",
+        type=float,
+        default=d.posterior_fraction,
+        help="> 0: this fraction of each step's tasks decode from z ~ q(z | their expert, c) "
+        "and the KL weight applies to KL(q || p(z|c)), so that the latent learns what a "
+        "description leaves open (default: %(default)s)",
+    )
+    sft(
         "--sft-contrast-weight",
         type=float,
         default=d.contrast_weight,
@@ -330,6 +338,7 @@ def sft_config(args) -> E2EConfig:
         label_smoothing=args.sft_label_smoothing,
         anchor_weight=args.sft_anchor_weight,
         kl_weight=args.sft_kl_weight,
+        posterior_fraction=args.sft_posterior_fraction,
         contrast_weight=args.sft_contrast_weight,
         contrast_margin=args.sft_contrast_margin,
         trainable=args.sft_train,

@@ -468,10 +468,12 @@ def test_headroom_diagnostic_scores_merges_neighbours_and_the_own_expert(
     assert "neighbour 0" not in written["losses"] and "best tau" in written["losses"]
 
 
-def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("posterior_fraction", [0.0, 0.5])
+def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path, posterior_fraction):  # noqa: F811
     """gloo on CPU: each step's tasks dealt to 2 processes (in pairs, for the contrast term),
-    gradients summed. Without dropout, and with the step's latent noise drawn once and dealt with
-    the tasks, the only difference from one process is the order of the sums."""
+    gradients summed. Without dropout, and with the step's latent noise (and which tasks decode
+    from the posterior) drawn once and dealt with the tasks, the only difference from one
+    process is the order of the sums."""
     bank, tasks, _, base, data = parts
     shipped = LoraCVAE.from_pretrained(setup / "generator")
     config = {**shipped.config.to_dict(), "dropout": 0.0}
@@ -487,6 +489,7 @@ def test_two_processes_train_as_one(parts, setup, tiny_model_dir, tmp_path):  # 
         warmup_steps=1,
         val_every=3,
         kl_weight=0.01,  # one latent draw per step, dealt with the tasks
+        posterior_fraction=posterior_fraction,
         contrast_weight=0.5,  # active at this margin: its shares must add up too
         contrast_margin=5.0,
     )
@@ -734,3 +737,55 @@ def test_balanced_draws_give_each_source_the_same_share(parts):
     )
     stage.close()
     plain.close()
+
+
+def _moving_decoder(model: LoraCVAE) -> LoraCVAE:
+    """``model`` with random output heads and gates, so that the latent changes the adapter."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in model._output_layers():
+            layer.weight.normal_(0, 0.05)
+    return model.eval()
+
+
+def test_posterior_rows_read_their_expert_and_the_others_decode_the_prior_mean(parts):
+    bank, _, model, _, _ = parts
+    model = _moving_decoder(model)
+    rows = np.unique(bank.row_expert, return_index=True)[1][:3].tolist()  # 3 experts' rows
+    cond = model.condition_inputs(bank, bank.embeddings[rows])
+    mask = torch.tensor([True, False, True])
+    experts = torch.as_tensor(bank.row_expert[rows])[mask]
+    targets = bank.gather(experts)
+    eps = torch.zeros(2, model.config.latent_dim)
+    chunks, kl = model.decode_posterior(cond, targets, mask, eps)
+    prior_mean, _, _ = model.decode_prior(cond)
+    for m in model.layout.modules:  # the unmasked row is the prior mean's adapter...
+        torch.testing.assert_close(chunks[m][1], prior_mean[m][1])
+        assert not torch.allclose(chunks[m][0], prior_mean[m][0])  # ...the masked ones are not
+    assert kl[1] == 0 and (kl[[0, 2]] > 0).all()
+    other = bank.gather(experts.flip(0))  # another expert, another latent, another adapter
+    swapped, _ = model.decode_posterior(cond, other, mask, eps)
+    assert not torch.allclose(swapped["q_proj"][0], chunks["q_proj"][0])
+    none, kl_none = model.decode_posterior(cond, {}, torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(none["q_proj"], prior_mean["q_proj"])
+    assert (kl_none == 0).all()
+
+
+def test_the_posterior_fraction_trains_the_posterior_and_needs_a_kl_weight(parts):
+    with pytest.raises(ValueError, match="needs kl_weight"):
+        E2EConfig(posterior_fraction=0.5)
+    with pytest.raises(ValueError, match="posterior_fraction must be in"):
+        E2EConfig(posterior_fraction=1.5, kl_weight=0.1)
+    _moving_decoder(parts[2]).train()
+    stage = _stage(parts, tasks_per_step=4, posterior_fraction=0.5, kl_weight=0.1)
+    rows = stage.draw(0)[0]
+    assert stage.posterior_mask(rows).tolist() == [True, True, False, False]
+    parts_ = stage.step_loss(0)
+    assert torch.isfinite(parts_["loss"]) and parts_["kl"] > 0
+    parts_["loss"].backward()
+    grads = {n: p.grad for n, p in stage.model.named_parameters()}
+    assert grads["post_net.0.weight"].abs().sum() > 0  # the posterior and the prior both learn
+    assert grads["prior_net.0.weight"].abs().sum() > 0
+    val = stage.validate()
+    assert np.isfinite(val["val_loss_posterior"]) and val["val_loss_posterior"] != val["val_loss"]
+    stage.close()

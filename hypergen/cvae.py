@@ -33,17 +33,13 @@ the ``L × pos_dim`` layer table; it grows with the chunk sizes ``r·(in+out)`` 
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from hypergen._fs import atomic_dir
 from hypergen.conditioning import (
     chunk_size,
     condition_inputs,
@@ -54,7 +50,7 @@ from hypergen.conditioning import (
     to_chunks,
     trace_product,
 )
-from hypergen.layout import LoraLayout, Weights
+from hypergen.layout import Weights
 
 __all__ = [
     "CVAEConfig",
@@ -70,12 +66,9 @@ __all__ = [
 ]
 
 from hypergen.cvae_config import (  # the architecture record; re-exported
-    CONFIG_NAME,
-    WEIGHTS_NAME,
+    Checkpoint,
     CheckpointError,
     CVAEConfig,
-    read_checked_config,
-    read_checked_weights,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,7 +94,7 @@ def _kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tenso
     return 0.5 * (ratio - 1 - logvar_q + logvar_p).sum(-1)
 
 
-class LoraCVAE(nn.Module):
+class LoraCVAE(Checkpoint, nn.Module):
     """Conditional VAE over canonical LoRA weights (see the module docstring)."""
 
     def __init__(self, config: CVAEConfig):
@@ -399,44 +392,3 @@ class LoraCVAE(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    # --- checkpoints ----------------------------------------------------------------------------
-    def save_pretrained(
-        self, folder: str | Path, overwrite: bool = False, dtype: torch.dtype = torch.float32
-    ) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically.
-
-        ``dtype=torch.float16`` halves the file; :meth:`from_pretrained` loads it back as fp32.
-        """
-        folder = Path(folder)
-        state = {
-            k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in self.state_dict().items()
-        }
-        with atomic_dir(folder, overwrite=overwrite) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        return folder
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        folder: str | Path,
-        expected_layout: LoraLayout | None = None,
-        expected_embed_dim: int | None = None,
-    ) -> LoraCVAE:
-        """Load a checkpoint (in eval mode); refuse one made for another layout or encoder
-        dimension with a :class:`CheckpointError` naming what was expected and found.
-
-        The weights file is checked before it is read: header size, exactly the keys, shapes
-        and float dtypes its config implies (at most :data:`MAX_PARAMETERS`); then the values
-        must be finite. Pickle checkpoints (Lightning's ``.ckpt``, ``.bin``, ``.pt``) are refused.
-        """
-        folder = Path(folder)
-        config = read_checked_config(folder, expected_layout, expected_embed_dim)
-        with torch.device("meta"):  # a config describing a huge model allocates nothing
-            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-        state = read_checked_weights(folder, shapes)
-        model = cls(config)
-        model.load_state_dict(state, strict=True)
-        return model.eval()

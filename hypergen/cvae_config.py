@@ -1,6 +1,7 @@
-"""The generator's architecture and provenance record (``config.json`` of a checkpoint) and the
-checks a checkpoint's files pass before they are read, apart from the model (:mod:`hypergen.cvae`)
-and from the training recipes (:mod:`training.e2e_config`, ``hypergen-train``'s options)."""
+"""The generator's architecture and provenance record (``config.json`` of a checkpoint), the
+checks a checkpoint's files pass before they are read, and the saving and loading that the model
+(:mod:`hypergen.cvae`) inherits; apart from the training recipes (:mod:`training.e2e_config`,
+``hypergen-train``'s options)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
+from hypergen._fs import atomic_dir
 from hypergen._untrusted import UntrustedFileError, load_safetensors, refuse_pickle
 from hypergen.errors import HypergenError, LayoutError
 from hypergen.layout import LoraLayout
@@ -179,3 +183,49 @@ def read_checked_weights(folder: Path, shapes: dict[str, tuple[int, ...]]) -> di
         return load_safetensors(folder / WEIGHTS_NAME, shapes)
     except UntrustedFileError as exc:
         raise CheckpointError(f"{folder} does not fit its config: {exc}") from exc
+
+
+class Checkpoint:
+    """Saving and loading of a generator (:class:`hypergen.cvae.LoraCVAE` inherits it): its
+    ``config`` as ``config.json`` and its state as ``model.safetensors``, checked on the way in."""
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save_pretrained(
+        self, folder: str | Path, overwrite: bool = False, dtype: torch.dtype = torch.float32
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically.
+
+        ``dtype=torch.float16`` halves the file; :meth:`from_pretrained` loads it back as fp32.
+        """
+        folder = Path(folder)
+        state = {
+            k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in self.state_dict().items()
+        }
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        expected_layout: LoraLayout | None = None,
+        expected_embed_dim: int | None = None,
+    ) -> Checkpoint:
+        """Load a checkpoint (in eval mode); refuse one made for another layout or encoder
+        dimension with a :class:`CheckpointError` naming what was expected and found.
+
+        The weights file is checked before it is read: header size, exactly the keys, shapes
+        and float dtypes its config implies (at most :data:`MAX_PARAMETERS`); then the values
+        must be finite. Pickle checkpoints (Lightning's ``.ckpt``, ``.bin``, ``.pt``) are refused.
+        """
+        folder = Path(folder)
+        config = read_checked_config(folder, expected_layout, expected_embed_dim)
+        with torch.device("meta"):  # a config describing a huge model allocates nothing
+            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        state = read_checked_weights(folder, shapes)
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
+        return model.eval()

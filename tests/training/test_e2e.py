@@ -26,10 +26,11 @@ from tests.training.evaluation.test_evaluate import RECIPE, one_thread, setup  #
 from training import e2e_distributed, e2e_state, provenance
 from training.cli import main
 from training.data import GeneratorDataModule
-from training.e2e import BatchedLora, E2EConfig, EndToEnd, _shares, train_e2e
+from training.e2e import BatchedLora, E2EConfig, EndToEnd, train_e2e
 from training.e2e_extra import ExtraTasks, extra_tasks
 from training.e2e_loop import summary
 from training.e2e_tasks import zoo_tasks
+from training.e2e_validation import _shares
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
 from training.module import new_model
 from training.scripts import diagnostics, e2e_curves

@@ -364,26 +364,42 @@ class LoraCVAE(Checkpoint, nn.Module):
         weights: Weights,
         mask: Tensor,
         eps: Tensor | None = None,
-    ) -> tuple[dict[str, Tensor], Tensor]:
+        free_bits: float = 0.0,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """Decode rows ``mask`` from ``z ~ q(z | x, c)`` (reparameterised) and the others from
         the prior's mean, where ``x`` are the masked rows' target adapters ``weights`` (stacked,
-        one per masked row, in row order). Returns normalised chunks ``{m: (n, L, chunk_m)}``
-        and each row's ``KL(q(z|x,c) ‖ p(z|c))`` (0 for the unmasked rows), shape ``(n,)``.
-        Differentiable: the end-to-end stage's ELBO over the tasks' answers, whose posterior
-        reads the task's expert (the CVAE of SG-LoRA and ICM-LoRA, trained through the base
-        model instead of on weights)."""
+        one per masked row, in row order).
+
+        Returns normalised chunks ``{m: (n, L, chunk_m)}``, each row's ``KL(q(z|x,c) ‖ p(z|c))``
+        and each row's KL term to minimise (both ``(n,)``, 0 for the unmasked rows). With
+        ``free_bits = 0`` the term is the KL. With ``free_bits = λ > 0`` it is
+        ``KL(sg(q) ‖ p) + max(KL(q ‖ sg(p)), λ)`` (sg: no gradient): the prior always moves
+        toward the posterior, while the posterior pays nothing for its first λ nats, so it is not
+        pushed onto the prior before the decoder has learned to read it (the posterior collapse
+        of results/generator-v23; free bits after Kingma et al. 2016, "Improved Variational
+        Inference with Inverse Autoregressive Flow", arXiv:1606.04934). Differentiable: the
+        end-to-end stage's ELBO over the tasks' answers, whose posterior reads the task's
+        expert (the CVAE of SG-LoRA and ICM-LoRA, trained through the base model instead of on
+        weights)."""
         c = self.condition(cond)
         mu_p, logvar_p = self.prior(c)
-        z, kl = mu_p, mu_p.new_zeros(mu_p.shape[0])
+        z, kl, term = mu_p, mu_p.new_zeros(mu_p.shape[0]), mu_p.new_zeros(mu_p.shape[0])
         if bool(mask.any()):
             x = {m: self.normalise(m, to_chunks(weights, m).float()) for m in self.layout.modules}
             mu_q, logvar_q = self.posterior(x, c[mask])
             eps = torch.randn_like(mu_q) if eps is None else eps
             z = z.clone()
             z[mask] = mu_q + (0.5 * logvar_q).exp() * eps
-            kl = kl.clone()
-            kl[mask] = _kl(mu_q, logvar_q, mu_p[mask], logvar_p[mask])
-        return self.decode(z, c, cond), kl
+            kl, term = kl.clone(), term.clone()
+            prior = (mu_p[mask], logvar_p[mask])
+            kl[mask] = _kl(mu_q, logvar_q, *prior)
+            if free_bits > 0:
+                to_prior = _kl(mu_q.detach(), logvar_q.detach(), *prior)
+                to_post = _kl(mu_q, logvar_q, *(t.detach() for t in prior))
+                term[mask] = to_prior + to_post.clamp_min(free_bits)
+            else:
+                term[mask] = kl[mask]
+        return self.decode(z, c, cond), kl, term
 
     def condition_inputs(self, bank, query_emb: np.ndarray, exclude=None) -> dict[str, Tensor]:
         """:func:`condition_inputs` with this model's ``k`` and ``tau``."""

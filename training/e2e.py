@@ -194,16 +194,17 @@ class EndToEnd(Validation):
         mask: np.ndarray,
         eps: Tensor | None = None,
     ) -> tuple[Weights, Tensor]:
-        """The rows' adapters and KL per row: rows ``mask`` (:meth:`posterior_mask`) decoded
-        from ``z ~ q(z | the row's expert, c)``, the others from the prior's mean
-        (:meth:`LoraCVAE.decode_posterior`); ``eps`` ``(len(rows), latent)``."""
+        """The rows' adapters and KL term per row (the KL itself in ``self._kl``): rows
+        ``mask`` (:meth:`posterior_mask`) decoded from ``z ~ q(z | the row's expert, c)``, the
+        others from the prior's mean (:meth:`LoraCVAE.decode_posterior`, with the recipe's
+        ``free_bits``); ``eps`` ``(len(rows), latent)``."""
         targets = self.bank.gather(torch.as_tensor(self.row_expert[np.asarray(rows)][mask]))
         targets = {k: v.to(self.device) for k, v in targets.items()}
         mask_t = torch.as_tensor(mask, device=self.device)
-        self._chunks, kl = self.model.decode_posterior(
-            cond, targets, mask_t, None if eps is None else eps[mask_t]
+        self._chunks, self._kl, term = self.model.decode_posterior(
+            cond, targets, mask_t, None if eps is None else eps[mask_t], self.config.free_bits
         )
-        return self.model.to_weights(self._chunks), kl
+        return self.model.to_weights(self._chunks), term
 
     def posterior_mask(self, rows: Sequence[int]) -> np.ndarray:
         """Which of a draw's ``rows`` decode from the posterior: of those whose expert is in the
@@ -307,9 +308,11 @@ class EndToEnd(Validation):
             weights, kl = self.posterior_adapters(cond, rows, post, eps)
         else:
             weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
+        true_kl = None if post is None else self._kl.detach()  # kl is the term minimised
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
             anchor, kl = self.residual(cond), kl.mean()
+            true_kl = None if true_kl is None else true_kl.mean()
             tokens_all = None
         else:  # this process's share of the step's means: the processes' losses add up to them
             summed, tokens = self.lm_loss(weights, examples, owner, c.label_smoothing, total=True)
@@ -319,8 +322,11 @@ class EndToEnd(Validation):
             lm = summed / tokens_all
             anchor = self.residual(cond) * (len(rows) / counts[1].item())
             kl = kl.sum() / counts[1].item()
+            true_kl = None if true_kl is None else true_kl.sum() / counts[1].item()
         loss = lm + c.anchor_weight * anchor + c.kl_weight * kl
         parts = {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
+        if true_kl is not None and c.free_bits > 0:  # kl is then the free-bits term
+            parts["kl_q"] = true_kl
         if c.contrast_weight > 0:
             parts.update(self.contrast(weights, examples, owner, lm, tokens_all))
             parts["loss"] = loss + c.contrast_weight * parts["contrast"]

@@ -159,6 +159,13 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "description leaves open (default: %(default)s)",
     )
     sft(
+        "--sft-free-bits",
+        type=float,
+        default=d.free_bits,
+        help="with --sft-posterior-fraction: nats of KL(q || p) per task the posterior may use "
+        "at no cost, the prior still learning toward it (default: %(default)s: the plain KL)",
+    )
+    sft(
         "--sft-contrast-weight",
         type=float,
         default=d.contrast_weight,
@@ -339,6 +346,7 @@ def sft_config(args) -> E2EConfig:
         anchor_weight=args.sft_anchor_weight,
         kl_weight=args.sft_kl_weight,
         posterior_fraction=args.sft_posterior_fraction,
+        free_bits=args.sft_free_bits,
         contrast_weight=args.sft_contrast_weight,
         contrast_margin=args.sft_contrast_margin,
         trainable=args.sft_train,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from expert_zoo.store import ExpertZoo, expert_id_for
 from hypergen.apply import apply_adapter
@@ -758,18 +759,49 @@ def test_posterior_rows_read_their_expert_and_the_others_decode_the_prior_mean(p
     experts = torch.as_tensor(bank.row_expert[rows])[mask]
     targets = bank.gather(experts)
     eps = torch.zeros(2, model.config.latent_dim)
-    chunks, kl = model.decode_posterior(cond, targets, mask, eps)
+    chunks, kl, term = model.decode_posterior(cond, targets, mask, eps)
     prior_mean, _, _ = model.decode_prior(cond)
     for m in model.layout.modules:  # the unmasked row is the prior mean's adapter...
         torch.testing.assert_close(chunks[m][1], prior_mean[m][1])
         assert not torch.allclose(chunks[m][0], prior_mean[m][0])  # ...the masked ones are not
     assert kl[1] == 0 and (kl[[0, 2]] > 0).all()
+    torch.testing.assert_close(term, kl)  # no free bits: the term is the KL
     other = bank.gather(experts.flip(0))  # another expert, another latent, another adapter
-    swapped, _ = model.decode_posterior(cond, other, mask, eps)
+    swapped, _, _ = model.decode_posterior(cond, other, mask, eps)
     assert not torch.allclose(swapped["q_proj"][0], chunks["q_proj"][0])
-    none, kl_none = model.decode_posterior(cond, {}, torch.zeros(3, dtype=torch.bool))
+    none, kl_none, _ = model.decode_posterior(cond, {}, torch.zeros(3, dtype=torch.bool))
     torch.testing.assert_close(none["q_proj"], prior_mean["q_proj"])
     assert (kl_none == 0).all()
+
+
+def test_free_bits_leave_the_posterior_free_below_them_and_the_prior_learning(parts):
+    bank, _, model, _, _ = parts
+    model = _moving_decoder(model)
+    rows = np.unique(bank.row_expert, return_index=True)[1][:2].tolist()
+    cond = model.condition_inputs(bank, bank.embeddings[rows])
+    mask = torch.ones(2, dtype=torch.bool)
+    targets = bank.gather(torch.as_tensor(bank.row_expert[rows]))
+    eps = torch.zeros(2, model.config.latent_dim)
+
+    def grads(free_bits: float) -> tuple[Tensor, Tensor, dict[str, float]]:
+        model.zero_grad()
+        _, kl, term = model.decode_posterior(cond, targets, mask, eps, free_bits)
+        term.sum().backward()
+        norms = {n: float(p.grad.norm()) for n, p in model.named_parameters() if p.grad is not None}
+        return kl.detach(), term.detach(), norms
+
+    kl, term, plain = grads(0.0)
+    big = float(kl.max()) + 1.0  # above both rows' KL: the posterior pays a constant
+    kl_free, term_free, free = grads(big)
+    torch.testing.assert_close(kl_free, kl)
+    torch.testing.assert_close(term_free, kl + big)  # KL(sg(q) || p) + λ
+    assert plain["post_net.0.weight"] > 0 and free.get("post_net.0.weight", 0.0) == 0.0
+    assert free["prior_net.0.weight"] > 0  # the prior still moves toward the posterior
+    _, term_low, low = grads(1e-9)  # below the KL: the posterior pays it
+    torch.testing.assert_close(term_low, 2 * kl)
+    assert low["post_net.0.weight"] > 0
+    with pytest.raises(ValueError, match="free_bits"):
+        E2EConfig(free_bits=1.0)
 
 
 def test_the_posterior_fraction_trains_the_posterior_and_needs_a_kl_weight(parts):
@@ -790,3 +822,8 @@ def test_the_posterior_fraction_trains_the_posterior_and_needs_a_kl_weight(parts
     val = stage.validate()
     assert np.isfinite(val["val_loss_posterior"]) and val["val_loss_posterior"] != val["val_loss"]
     stage.close()
+    free = _stage(parts, tasks_per_step=4, posterior_fraction=0.5, kl_weight=0.1, free_bits=50.0)
+    logged = free.step_loss(0)  # the same draw: the KL itself, and the term with 50 free nats
+    assert logged["kl_q"] == pytest.approx(float(parts_["kl"]), rel=1e-4)
+    assert float(logged["kl"]) == pytest.approx(float(parts_["kl"]) + 50.0 / 2, rel=1e-4)  # 2 of 4
+    free.close()

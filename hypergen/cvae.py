@@ -129,6 +129,10 @@ class LoraCVAE(Checkpoint, nn.Module):
             self.register_buffer(f"mean_{m}", torch.zeros(lay.num_layers, n))
             self.register_buffer(f"std_{m}", torch.ones(lay.num_layers, n))
             self.register_buffer(f"dw_scale_{m}", torch.ones(()))
+        self.radius_excess: dict[str, Tensor] = {}
+        """Set by each :meth:`decode` with ``max_deviation``: per module, each row's mean over
+        layers of ``max(0, |d| / r − 1)²``, how far the decoder's change ``d`` reaches past the
+        trust radius ``r`` (where the bound saturates and the output stops following ``d``)."""
 
     def _output_layers(self) -> list[nn.Linear]:
         return [*(head[-1] for head in self.heads.values()), *self.gates.values()]
@@ -212,7 +216,10 @@ class LoraCVAE(Checkpoint, nn.Module):
         below ``max_deviation`` times the merge's norm, per row and layer (``CVAEConfig``)."""
         d = self.denormalise(m, chunks) - merge
         r2 = (self.config.max_deviation**2) * merge.pow(2).sum(-1, keepdim=True)
-        shrink = ((r2 + 1e-30) / (d.pow(2).sum(-1, keepdim=True) + r2 + 1e-30)).sqrt()
+        d2 = d.pow(2).sum(-1, keepdim=True)
+        ratio = ((d2 + 1e-30) / (r2 + 1e-30)).sqrt()[..., 0]
+        self.radius_excess[m] = (ratio - 1).clamp_min(0).pow(2).mean(-1)
+        shrink = ((r2 + 1e-30) / (d2 + r2 + 1e-30)).sqrt()
         return self.normalise(m, merge + d * shrink)
 
     def _to_norm_of(self, m: str, chunks: Tensor, reference: Tensor) -> Tensor:

@@ -154,6 +154,11 @@ class EndToEnd(Validation):
         self.rank, self.world = (
             (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         )
+        if config.radius_weight > 0 and model.config.max_deviation <= 0:
+            raise ValueError(
+                "radius_weight penalises the change past the trust radius: this generator has "
+                "none (build it with --max-deviation)"
+            )
         if config.tasks_per_step < self.world:
             raise ValueError(
                 f"{config.tasks_per_step} tasks per step cannot be shared by {self.world} processes"
@@ -309,9 +314,13 @@ class EndToEnd(Validation):
         else:
             weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
         true_kl = None if post is None else self._kl.detach()  # kl is the term minimised
+        radius = None
+        if c.radius_weight > 0:  # per row: the change's reach past the trust radius
+            radius = torch.stack(list(self.model.radius_excess.values())).mean(0)
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
             anchor, kl = self.residual(cond), kl.mean()
+            radius = None if radius is None else radius.mean()
             true_kl = None if true_kl is None else true_kl.mean()
             tokens_all = None
         else:  # this process's share of the step's means: the processes' losses add up to them
@@ -323,8 +332,12 @@ class EndToEnd(Validation):
             anchor = self.residual(cond) * (len(rows) / counts[1].item())
             kl = kl.sum() / counts[1].item()
             true_kl = None if true_kl is None else true_kl.sum() / counts[1].item()
+            radius = None if radius is None else radius.sum() / counts[1].item()
         loss = lm + c.anchor_weight * anchor + c.kl_weight * kl
         parts = {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
+        if radius is not None:
+            parts["loss"] = loss = loss + c.radius_weight * radius
+            parts["radius"] = radius
         if true_kl is not None and c.free_bits > 0:  # kl is then the free-bits term
             parts["kl_q"] = true_kl
         if c.contrast_weight > 0:

@@ -159,6 +159,13 @@ def build_parser(epilog: str = "") -> argparse.ArgumentParser:
         "description leaves open (default: %(default)s)",
     )
     sft(
+        "--sft-radius-weight",
+        type=float,
+        default=d.radius_weight,
+        help="> 0: penalise the decoder's change to the merge past the trust radius "
+        "(--max-deviation), where the output stops following it (default: %(default)s)",
+    )
+    sft(
         "--sft-free-bits",
         type=float,
         default=d.free_bits,
@@ -347,6 +354,7 @@ def sft_config(args) -> E2EConfig:
         kl_weight=args.sft_kl_weight,
         posterior_fraction=args.sft_posterior_fraction,
         free_bits=args.sft_free_bits,
+        radius_weight=args.sft_radius_weight,
         contrast_weight=args.sft_contrast_weight,
         contrast_margin=args.sft_contrast_margin,
         trainable=args.sft_train,

@@ -827,3 +827,45 @@ def test_the_posterior_fraction_trains_the_posterior_and_needs_a_kl_weight(parts
     assert logged["kl_q"] == pytest.approx(float(parts_["kl"]), rel=1e-4)
     assert float(logged["kl"]) == pytest.approx(float(parts_["kl"]) + 50.0 / 2, rel=1e-4)  # 2 of 4
     free.close()
+
+
+def test_the_radius_penalty_measures_the_reach_past_the_trust_radius(parts):
+    bank, tasks, model, base, data = parts
+    with pytest.raises(ValueError, match="has none"):
+        _stage(parts, radius_weight=1.0)  # the tiny generator has no trust radius
+    config = CVAEConfig.from_dict({**model.config.to_dict(), "max_deviation": 0.01})
+    bounded = _moving_decoder(LoraCVAE(config))
+    bounded.load_state_dict(model.state_dict())
+    _moving_decoder(bounded).train()
+    recipe = {"tasks_per_step": 2, "examples_per_task": 2, "max_length": 64, "val_examples": 2}
+    stage = EndToEnd(
+        bounded,
+        bank,
+        base,
+        tasks,
+        data,
+        E2EConfig(base_dtype="float32", radius_weight=0.5, **recipe),
+    )
+    got = stage.step_loss(0)
+    assert got["radius"] > 0  # random heads reach far past a 1% radius
+    rest = got["lm"] + 1e-3 * got["anchor"]
+    torch.testing.assert_close(got["loss"], rest + 0.5 * got["radius"])
+    rows = stage.draw(0)[0]
+    cond = stage.batch(rows)
+    with torch.no_grad():  # the same number from the decoder's raw change, by hand
+        c = bounded.condition(cond)
+        mu, _ = bounded.prior(c)
+        bounded.config = CVAEConfig.from_dict({**config.to_dict(), "max_deviation": 0.0})
+        torch.manual_seed(0)
+        raw = bounded.eval().decode(mu, c, cond)
+        bounded.config = config
+        reach = []
+        for m in bounded.layout.modules:
+            d = bounded.denormalise(m, raw[m]) - cond[f"merge.{m}"]
+            r = 0.01 * cond[f"merge.{m}"].norm(dim=-1)
+            reach.append((d.norm(dim=-1) / r - 1).clamp_min(0).pow(2).mean(-1))
+        bounded.decode(mu, c, cond)
+    expected = torch.stack(reach).mean(0)
+    measured = torch.stack(list(bounded.radius_excess.values())).mean(0)
+    torch.testing.assert_close(measured, expected, rtol=1e-4, atol=1e-6)
+    stage.close()

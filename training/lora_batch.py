@@ -80,9 +80,37 @@ def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict
     gm = dw_inner(generated, merge, modules)
     ratio = (gg / mm.clamp_min(1e-30)).sqrt()
     cos = gm / (gg * mm).sqrt().clamp_min(1e-30)
-    return {
+    out = {
         "norm_ratio": float(ratio.mean()),
         "cos_merge": float(cos.mean()),
         "norm_ratio_by_task": [round(float(x), 4) for x in ratio],
         "cos_merge_by_task": [round(float(x), 4) for x in cos],
     }
+    if len(gg) > 1:
+        out["change_cos"] = change_cos(generated, merge, modules)
+    return out
+
+
+def change_cos(generated: Weights, merge: Weights, modules: Sequence[str]) -> float:
+    """Mean cosine, over pairs of rows, between the rows' changes ``ΔW_gen − ΔW_merge`` (all
+    layers and modules as one vector): near 1 the generator adds one shared offset to every
+    task's merge (a multitask update, whatever the description), near 0 a change of its own."""
+    n = len(next(iter(generated.values())))
+    i, j = torch.triu_indices(n, n, offset=1).unbind(0)
+    if len(i) == 0:
+        return float("nan")
+
+    def pick(w: Weights, rows: Tensor) -> Weights:
+        return {k: v[rows] for k, v in w.items()}
+
+    def inner(a: Tensor, b: Tensor) -> Tensor:  # ⟨G_a − M_a, G_b − M_b⟩ per pair
+        ga, ma, gb, mb = pick(generated, a), pick(merge, a), pick(generated, b), pick(merge, b)
+        return (
+            dw_inner(ga, gb, modules)
+            - dw_inner(ga, mb, modules)
+            - dw_inner(ma, gb, modules)
+            + dw_inner(ma, mb, modules)
+        )
+
+    cos = inner(i, j) / (inner(i, i) * inner(j, j)).clamp_min(1e-30).sqrt()
+    return float(cos.mean())

@@ -33,6 +33,7 @@ from training.e2e_loop import summary
 from training.e2e_tasks import zoo_tasks
 from training.e2e_validation import _shares
 from training.evaluation.baselines import load_zoo_tasks, zoo_records
+from training.lora_batch import change_cos, geometry
 from training.module import new_model
 from training.scripts import diagnostics, e2e_curves
 
@@ -869,3 +870,33 @@ def test_the_radius_penalty_measures_the_reach_past_the_trust_radius(parts):
     measured = torch.stack(list(bounded.radius_excess.values())).mean(0)
     torch.testing.assert_close(measured, expected, rtol=1e-4, atol=1e-6)
     stage.close()
+
+
+def test_change_cos_tells_a_shared_offset_from_changes_of_each_tasks_own():
+    torch.manual_seed(0)
+    n, layers, r, d_in, d_out = 4, 3, 2, 12, 10
+
+    def lora(rows: int) -> dict[str, Tensor]:
+        return {
+            "q.A": torch.randn(rows, layers, r, d_in),
+            "q.B": torch.randn(rows, layers, d_out, r),
+        }
+
+    def plus(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
+        """ΔW_a + ΔW_b as one LoRA of twice the rank."""
+        return {
+            "q.A": torch.cat([a["q.A"], b["q.A"]], -2),
+            "q.B": torch.cat([a["q.B"], b["q.B"]], -1),
+        }
+
+    merge = lora(n)
+    shared = {k: v[:1].expand(n, *v.shape[1:]) for k, v in lora(1).items()}
+    assert change_cos(plus(merge, shared), merge, ["q"]) == pytest.approx(1.0, abs=1e-4)
+    own = lora(n)  # independent random changes: nearly orthogonal in 360 dimensions
+    assert abs(change_cos(plus(merge, own), merge, ["q"])) < 0.2
+    half = {k: torch.cat([shared[k], own[k]], -2 if k.endswith("A") else -1) for k in own}
+    assert 0.2 < change_cos(plus(merge, half), merge, ["q"]) < 0.8
+    assert "change_cos" in geometry(plus(merge, own), merge, ["q"])
+    assert "change_cos" not in geometry(
+        {k: v[:1] for k, v in merge.items()}, {k: v[:1] for k, v in merge.items()}, ["q"]
+    )

@@ -4,7 +4,8 @@ run: the validation answer loss against the neighbours' merge and no adapter; th
 ΔW's norm over the merge's; and the other-description control's gap (the loss with another
 validation task's adapter minus the loss with the task's own: above 0 the generator's output
 depends on the task, and a gap that grows says it reads the description more than retrieval
-alone does); and, for runs with a latent, the spread of two samples' ΔW and the loss with the
+alone does; the table also gives ``change cos``, the mean cosine between tasks of the change to
+the merge: near 1 it is one shared offset); and, for runs with a latent, the spread of two samples' ΔW and the loss with the
 posterior's latent given the task's own expert (dotted: what the latent can carry). Prints the
 same numbers as a table.
 """
@@ -26,9 +27,9 @@ def validated(state: Path) -> list[dict]:
 def table(runs: dict[str, list[dict]]) -> str:
     rows = [
         "| run | step | val loss | merge | no adapter | other − own | ΔW norm / merge | cos "
-        "| posterior | sample spread |"
+        "| change cos | posterior | sample spread |"
     ]
-    rows.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, lines in runs.items():
         ref = lines[0] if lines else {}
         for x in lines:
@@ -37,6 +38,7 @@ def table(runs: dict[str, list[dict]]) -> str:
                 f"| {name} | {x['step']} | {x['val_loss']:.4f} | {ref.get('val_loss_merge', float('nan')):.4f} "
                 f"| {ref.get('val_loss_base', float('nan')):.4f} | {gap:+.4f} "
                 f"| {x.get('norm_ratio', float('nan')):.2f} | {x.get('cos_merge', float('nan')):.3f} "
+                f"| {x.get('change_cos', float('nan')):.3f} "
                 f"| {x.get('val_loss_posterior', float('nan')):.4f} "
                 f"| {x.get('sample_spread', float('nan')):.4f} |"
             )

@@ -129,10 +129,13 @@ class LoraCVAE(Checkpoint, nn.Module):
             self.register_buffer(f"mean_{m}", torch.zeros(lay.num_layers, n))
             self.register_buffer(f"std_{m}", torch.ones(lay.num_layers, n))
             self.register_buffer(f"dw_scale_{m}", torch.ones(()))
+        self.radius_reach: dict[str, Tensor] = {}
+        """Set by each :meth:`decode` with ``max_deviation``: per module, ``|d| / r`` ``(n, L)``
+        (no gradient), the decoder's change to the merge over the trust radius."""
         self.radius_excess: dict[str, Tensor] = {}
-        """Set by each :meth:`decode` with ``max_deviation``: per module, each row's mean over
-        layers of ``max(0, |d| / r − 1)²``, how far the decoder's change ``d`` reaches past the
-        trust radius ``r`` (where the bound saturates and the output stops following ``d``)."""
+        """Set with :attr:`radius_reach`: per module, each row's mean over layers of
+        ``max(0, |d| / r − 1)²``, how far the change reaches past the radius (where the bound
+        saturates and the output stops following ``d``); differentiable."""
 
     def _output_layers(self) -> list[nn.Linear]:
         return [*(head[-1] for head in self.heads.values()), *self.gates.values()]
@@ -218,6 +221,7 @@ class LoraCVAE(Checkpoint, nn.Module):
         r2 = (self.config.max_deviation**2) * merge.pow(2).sum(-1, keepdim=True)
         d2 = d.pow(2).sum(-1, keepdim=True)
         ratio = ((d2 + 1e-30) / (r2 + 1e-30)).sqrt()[..., 0]
+        self.radius_reach[m] = ratio.detach()
         self.radius_excess[m] = (ratio - 1).clamp_min(0).pow(2).mean(-1)
         shrink = ((r2 + 1e-30) / (d2 + r2 + 1e-30)).sqrt()
         return self.normalise(m, merge + d * shrink)

@@ -900,3 +900,32 @@ def test_change_cos_tells_a_shared_offset_from_changes_of_each_tasks_own():
     assert "change_cos" not in geometry(
         {k: v[:1] for k, v in merge.items()}, {k: v[:1] for k, v in merge.items()}, ["q"]
     )
+
+
+def test_reach_diagnostic_reads_the_runs_validation_tasks_and_the_radius(
+    parts,
+    setup,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    bank, tasks, model, base, data = parts
+    config = CVAEConfig.from_dict({**model.config.to_dict(), "max_deviation": 0.01})
+    bounded = LoraCVAE(config)
+    bounded.load_state_dict(model.state_dict())
+    _moving_decoder(bounded).train()
+    recipe = {"tasks_per_step": 2, "examples_per_task": 1, "max_length": 64, "val_examples": 1}
+    stage = EndToEnd(
+        bounded, bank, base, tasks, data, E2EConfig(base_dtype="float32", steps=1, **recipe)
+    )
+    train_e2e(stage, tmp_path / "state", {"run": 1}, progress=False)
+    stage.close()
+    folder = bounded.save_pretrained(tmp_path / "gen")
+    result = diagnostics.reach(setup / "zoo", tmp_path / "state", folder)
+    assert result["tasks"] == len(e2e_state.read_metrics(tmp_path / "state")[0]["val_experts"])
+    assert result["reach"][0.5] > 1  # random heads reach far past a 1% radius
+    assert -1 <= result["change_cos"] <= 1 and result["sample_spread"] >= 0
+    argv = ["reach", "--zoo", str(setup / "zoo"), "--state", str(tmp_path / "state")]
+    assert diagnostics.main([*argv, "--generator", str(folder)]) == 0
+    assert '"change_cos"' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no validation experts"):
+        diagnostics.reach(setup / "zoo", tmp_path, folder)  # not a state folder

@@ -13,10 +13,19 @@ what a generator that only re-weights its neighbours could gain: the best single
 task (an oracle re-ranking) and the best temperature per task (an oracle mixing) against the
 merge, and how far the own expert is beyond any of them (what must come from elsewhere).
 
+``reach``: for a generator and the validation experts of a ``hypergen-train`` state folder
+(their first descriptions, never retrieving a validation expert nor one of the task's own
+family, as in training), how far the decoder's change to the merge reaches past its trust radius (``|d| / r``
+per row, layer and module: past 1 the bound saturates and the output follows only ``d``'s
+direction), the changes' mean cosine between tasks (near 1: one shared offset), and the spread
+of two samples. Needs no base model.
+
 Examples::
 
     python -m training.scripts.diagnostics merge-scale --zoo expert_zoo/zoo --examples 8
     python -m training.scripts.diagnostics headroom --zoo expert_zoo/zoo --out headroom.json
+    python -m training.scripts.diagnostics reach --zoo /tmp/zoo-291 \
+        --state results/generator-v22/state --generator results/generator-v22/state/best
 """
 
 from __future__ import annotations
@@ -174,6 +183,45 @@ def headroom(
     }
 
 
+@torch.no_grad()
+def reach(zoo, state: Path, generator: Path) -> dict:
+    """``|d| / r`` quantiles, ``change_cos``, ``cos_merge``, ``norm_ratio`` and ``sample_spread``
+    of ``generator`` on the validation experts named in ``state``'s metrics (``reach`` above)."""
+    from training.e2e_state import read_metrics
+    from training.lora_batch import dw_inner, geometry
+
+    bank, model = load_bank(zoo), LoraCVAE.from_pretrained(generator)
+    ids = next((x["val_experts"] for x in read_metrics(state) if "val_experts" in x), None)
+    if not ids:
+        raise SystemExit(f"{state}: no validation experts in its metrics")
+    experts = [bank.expert_ids.index(e) for e in ids]
+    rows = [int(np.flatnonzero(bank.row_expert == e)[0]) for e in experts]
+    val = set(experts)  # as in training: no validation expert, nor one of the own family
+    exclude = [
+        val | {j for j, f in enumerate(bank.families) if f == bank.families[e]} for e in experts
+    ]
+    cond = model.condition_inputs(bank, bank.embeddings[rows], exclude)
+    chunks, mu, logvar = model.decode_prior(cond)
+    ratios = [model.radius_reach[m].flatten() for m in model.layout.modules if model.radius_reach]
+    weights = model.to_weights(chunks)
+    merge = model.to_weights(
+        {m: model.normalise(m, cond[f"merge.{m}"]) for m in model.layout.modules}, scale=False
+    )
+    out = geometry(weights, merge, model.layout.modules)
+    torch.manual_seed(0)
+    one = model.to_weights(model.decode_prior(cond, 1.0)[0])
+    two = model.to_weights(model.decode_prior(cond, 1.0)[0])
+    mods = model.layout.modules
+    diff = dw_inner(one, one, mods) + dw_inner(two, two, mods) - 2 * dw_inner(one, two, mods)
+    own = dw_inner(weights, weights, mods).clamp_min(1e-30)
+    out["sample_spread"] = float((diff.clamp_min(0) / own).sqrt().mean())
+    if ratios:
+        ratio = torch.cat(ratios)
+        out["reach"] = {q: float(ratio.quantile(q)) for q in (0.1, 0.5, 0.9)}
+    out["tasks"] = len(rows)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.scripts.diagnostics", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,7 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         help="do not score each neighbour alone (saves k passes; no 'best neighbour' column)",
     )
     h.add_argument("--out", type=Path, help="write the per-task losses here (JSON)")
+    g = sub.add_parser("reach", help="the change's reach past the trust radius, and its spread")
+    g.add_argument("--zoo", default="expert_zoo/zoo", help="zoo folder (default: %(default)s)")
+    g.add_argument("--state", type=Path, required=True, help="hypergen-train state folder")
+    g.add_argument("--generator", type=Path, required=True, help="generator checkpoint folder")
     args = p.parse_args(argv)
+    if args.command == "reach":
+        result = reach(args.zoo, args.state, args.generator)
+        by_task = ("norm_ratio_by_task", "cos_merge_by_task")
+        print(json.dumps({k: v for k, v in result.items() if k not in by_task}, indent=1))
+        return 0
     if args.command == "headroom":
         result = headroom(
             args.zoo,

@@ -173,8 +173,8 @@ def test_training_killed_at_random_points_never_leaves_a_half_written_generator(
 
 
 KILL_WHILE_SAVING = """
-import os, signal, hypergen.cvae
-hypergen.cvae.save_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+import os, signal, hypergen.cvae_config
+hypergen.cvae_config.save_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 """
 
 

@@ -313,33 +313,27 @@ class EndToEnd(Validation):
             weights, kl = self.posterior_adapters(cond, rows, post, eps)
         else:
             weights, kl = self.adapters(cond, sample=c.kl_weight > 0, eps=eps)
-        true_kl = None if post is None else self._kl.detach()  # kl is the term minimised
-        radius = None
-        if c.radius_weight > 0:  # per row: the change's reach past the trust radius
-            radius = torch.stack(list(self.model.radius_excess.values())).mean(0)
+        per_row = {"kl": kl}  # the step's means of these are taken over its rows
+        if post is not None and c.free_bits > 0:  # kl is then the free-bits term; log the KL too
+            per_row["kl_q"] = self._kl.detach()
+        if c.radius_weight > 0:  # the change's reach past the trust radius
+            per_row["radius"] = torch.stack(list(self.model.radius_excess.values())).mean(0)
         if self.world == 1:
             lm = self.lm_loss(weights, examples, owner, c.label_smoothing)
-            anchor, kl = self.residual(cond), kl.mean()
-            radius = None if radius is None else radius.mean()
-            true_kl = None if true_kl is None else true_kl.mean()
+            anchor, means = self.residual(cond), {k: v.mean() for k, v in per_row.items()}
             tokens_all = None
         else:  # this process's share of the step's means: the processes' losses add up to them
             summed, tokens = self.lm_loss(weights, examples, owner, c.label_smoothing, total=True)
             counts = torch.tensor([float(tokens), float(len(rows))], dtype=torch.float64)
             dist.all_reduce(counts)
-            tokens_all = counts[0].item()
+            tokens_all, rows_all = counts[0].item(), counts[1].item()
             lm = summed / tokens_all
-            anchor = self.residual(cond) * (len(rows) / counts[1].item())
-            kl = kl.sum() / counts[1].item()
-            true_kl = None if true_kl is None else true_kl.sum() / counts[1].item()
-            radius = None if radius is None else radius.sum() / counts[1].item()
-        loss = lm + c.anchor_weight * anchor + c.kl_weight * kl
-        parts = {"loss": loss, "lm": lm, "anchor": anchor, "kl": kl}
-        if radius is not None:
-            parts["loss"] = loss = loss + c.radius_weight * radius
-            parts["radius"] = radius
-        if true_kl is not None and c.free_bits > 0:  # kl is then the free-bits term
-            parts["kl_q"] = true_kl
+            anchor = self.residual(cond) * (len(rows) / rows_all)
+            means = {k: v.sum() / rows_all for k, v in per_row.items()}
+        loss = lm + c.anchor_weight * anchor + c.kl_weight * means["kl"]
+        if "radius" in means:
+            loss = loss + c.radius_weight * means["radius"]
+        parts = {"loss": loss, "lm": lm, "anchor": anchor, **means}
         if c.contrast_weight > 0:
             parts.update(self.contrast(weights, examples, owner, lm, tokens_all))
             parts["loss"] = loss + c.contrast_weight * parts["contrast"]

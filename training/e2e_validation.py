@@ -19,7 +19,7 @@ from torch import Tensor
 
 from expert_zoo.tasks import Example
 from hypergen.layout import Weights
-from training.lora_batch import dw_inner, geometry
+from training.lora_batch import geometry, sample_spread
 
 
 class Validation:
@@ -55,12 +55,10 @@ class Validation:
         """Mean answer loss of the validation ``examples``, each scored with adapter
         ``owner[i]``; ``task[i]`` (default ``owner``) is the example's own task. With
         ``family_weighted_val``, each family weighs the same (:meth:`_val_shares`)."""
-        family = self.config.family_weighted_val or self.config.balance_sources
-        if family:
+        if self.config.family_weighted_val or self.config.balance_sources:
             task = list(owner if task is None else task)
             share = self._val_shares(self.val_rows())
             weight = torch.tensor([share[t] / task.count(t) for t in task])
-        if family:
             return float((self.example_losses(weights, examples, owner, chunk) * weight).sum())
         total = 0.0
         for part, sub, local in self._by_chunk(weights, examples, owner, chunk):
@@ -135,12 +133,7 @@ class Validation:
             torch.manual_seed(self.config.seed)
             one, _ = self.adapters(cond, sample=True)
             two, _ = self.adapters(cond, sample=True)
-            mods = self.model.layout.modules
-            diff = (
-                dw_inner(one, one, mods) + dw_inner(two, two, mods) - 2 * dw_inner(one, two, mods)
-            )
-            own = dw_inner(weights, weights, mods).clamp_min(1e-30)
-            out["sample_spread"] = float((diff.clamp_min(0) / own).sqrt().mean())
+            out["sample_spread"] = sample_spread(one, two, weights, self.model.layout.modules)
         return out
 
 

@@ -91,6 +91,16 @@ def geometry(generated: Weights, merge: Weights, modules: Sequence[str]) -> dict
     return out
 
 
+def sample_spread(one: Weights, two: Weights, mean: Weights, modules: Sequence[str]) -> float:
+    """``‖ΔW_one − ΔW_two‖ / ‖ΔW_mean‖`` of two samples per row, averaged over rows (all layers
+    and modules as one vector): how different two draws of the same description are."""
+    diff = (
+        dw_inner(one, one, modules) + dw_inner(two, two, modules) - 2 * dw_inner(one, two, modules)
+    )
+    own = dw_inner(mean, mean, modules).clamp_min(1e-30)
+    return float((diff.clamp_min(0) / own).sqrt().mean())
+
+
 def change_cos(generated: Weights, merge: Weights, modules: Sequence[str]) -> float:
     """Mean cosine, over pairs of rows, between the rows' changes ``ΔW_gen − ΔW_merge`` (all
     layers and modules as one vector): near 1 the generator adds one shared offset to every

@@ -188,7 +188,7 @@ def reach(zoo, state: Path, generator: Path) -> dict:
     """``|d| / r`` quantiles, ``change_cos``, ``cos_merge``, ``norm_ratio`` and ``sample_spread``
     of ``generator`` on the validation experts named in ``state``'s metrics (``reach`` above)."""
     from training.e2e_state import read_metrics
-    from training.lora_batch import dw_inner, geometry
+    from training.lora_batch import geometry, sample_spread
 
     bank, model = load_bank(zoo), LoraCVAE.from_pretrained(generator)
     ids = next((x["val_experts"] for x in read_metrics(state) if "val_experts" in x), None)
@@ -201,7 +201,7 @@ def reach(zoo, state: Path, generator: Path) -> dict:
         val | {j for j, f in enumerate(bank.families) if f == bank.families[e]} for e in experts
     ]
     cond = model.condition_inputs(bank, bank.embeddings[rows], exclude)
-    chunks, mu, logvar = model.decode_prior(cond)
+    chunks, _, _ = model.decode_prior(cond)
     ratios = [model.radius_reach[m].flatten() for m in model.layout.modules if model.radius_reach]
     weights = model.to_weights(chunks)
     merge = model.to_weights(
@@ -211,10 +211,7 @@ def reach(zoo, state: Path, generator: Path) -> dict:
     torch.manual_seed(0)
     one = model.to_weights(model.decode_prior(cond, 1.0)[0])
     two = model.to_weights(model.decode_prior(cond, 1.0)[0])
-    mods = model.layout.modules
-    diff = dw_inner(one, one, mods) + dw_inner(two, two, mods) - 2 * dw_inner(one, two, mods)
-    own = dw_inner(weights, weights, mods).clamp_min(1e-30)
-    out["sample_spread"] = float((diff.clamp_min(0) / own).sqrt().mean())
+    out["sample_spread"] = sample_spread(one, two, weights, model.layout.modules)
     if ratios:
         ratio = torch.cat(ratios)
         out["reach"] = {q: float(ratio.quantile(q)) for q in (0.1, 0.5, 0.9)}
